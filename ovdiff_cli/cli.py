@@ -1,0 +1,72 @@
+"""The ``ovdiff`` command group.
+
+Commands are listed explicitly in :data:`ovdiff_cli.commands.COMMANDS` and imported only when
+run, so ``ovdiff --version`` and ``ovdiff --help`` stay cheap (no torch import). Expected errors
+(:class:`~ovdiff_cli.errors.OvdiffError`) become one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+from typing import Any
+
+import click
+
+from ovdiff_cli import __version__, log, options
+from ovdiff_cli.commands import COMMANDS
+from ovdiff_cli.errors import OvdiffError
+
+
+class OneLineError(click.ClickException):
+    """Prints ``ovdiff: error: <message>`` and exits with 1."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"ovdiff: error: {self.format_message()}", err=True)
+
+
+class OvdiffGroup(click.Group):
+    """A group whose commands come from an explicit list of ``module:attribute`` names."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OvdiffError as e:
+            if log.verbosity() > 0:
+                log.logger.debug("traceback of the error below", exc_info=True)
+            raise OneLineError(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("ovdiff: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=OvdiffGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Example: ovdiff models list")
+@click.version_option(__version__, "--version", prog_name="ovdiff", message="%(prog)s %(version)s")
+@options.verbosity
+def main() -> None:
+    """Open-vocabulary segmentation without training (OVDiff), one stage per command.
+
+    Each stage reads and writes files (safetensors, PNG, JSON Lines), prints the paths it wrote
+    on stdout, and logs to stderr.
+    """
+    log.set_verbosity(log.verbosity())
+    # A terminated run unwinds like an interrupt, so atomic writers remove their temporary files.
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(_signum: int, _frame: Any) -> None:
+    raise SystemExit(143)

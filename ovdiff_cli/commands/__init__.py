@@ -1,0 +1,10 @@
+"""One thin module per command: parse, validate, call one stage function, report.
+
+:data:`COMMANDS` is the explicit list of registered commands (name → ``module:attribute``). A
+command is listed only once it works end to end.
+"""
+
+COMMANDS: dict[str, str] = {
+    "info": "ovdiff_cli.commands.info:info",
+    "models": "ovdiff_cli.commands.models:models",
+}

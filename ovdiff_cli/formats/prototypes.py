@@ -1,0 +1,230 @@
+"""Prototype files (``<out>/<slug>.<extractor>.safetensors``) and banks (``<out>/bank.<extractor>.safetensors``).
+
+A prototype file holds one class's foreground and background prototypes for one extractor
+(METHOD.md §4.2), raw (not normalised), with the provenance ``explain`` needs. A bank holds every
+class of one vocabulary for one extractor after the stuff filter (§5), rows L2-normalised, each
+with its owner class (label 1..|C|), kind and index.
+
+Kinds are stored as integers: 0 = class, 1 = instance, 2 = part.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ovdiff_cli.errors import BadFile
+from ovdiff_cli.formats import tensorfile
+from ovdiff_cli.formats.tensorfile import Schema, TensorSpec
+from ovdiff_cli.formats.vocabulary import Vocabulary
+
+KINDS = ("class", "instance", "part")
+SIDES = ("fg", "bg")
+
+
+def _side_specs(side: str) -> dict[str, TensorSpec]:
+    s = side.upper()
+    return {
+        f"{side}.class": TensorSpec("float32", (f"C{s}", "D")),          # 0 or 1 row
+        f"{side}.instance": TensorSpec("float32", (f"I{s}", "D")),
+        f"{side}.instance_image": TensorSpec("int64", (f"I{s}",)),      # support image of each instance
+        f"{side}.part": TensorSpec("float32", (f"K{s}", "D")),
+        f"{side}.pooled_index": TensorSpec("int64", (f"P{s}", 3)),      # (n, y, x) on the support grid
+        f"{side}.pooled_label": TensorSpec("int64", (f"P{s}",)),        # cluster of each pooled vector
+    }
+
+
+PROTOTYPES = Schema("ovdiff.prototypes", 1, "ovdiff prototype", {**_side_specs("fg"), **_side_specs("bg")})
+
+
+def _bank_specs(side: str) -> dict[str, TensorSpec]:
+    m = f"M{side.upper()}"
+    return {
+        side: TensorSpec("float32", (m, "D")),
+        f"{side}_owner": TensorSpec("int64", (m,)),
+        f"{side}_kind": TensorSpec("int64", (m,)),
+        f"{side}_index": TensorSpec("int64", (m,)),
+    }
+
+
+BANK = Schema("ovdiff.bank", 1, "ovdiff filter-stuff", {**_bank_specs("fg"), **_bank_specs("bg")})
+
+
+@dataclass(frozen=True)
+class PrototypeSide:
+    """One side (fg or bg) of a class's prototypes, D channels.
+
+    class_proto [C, D] with C ∈ {0, 1}; instance [I, D] with instance_image [I]; part [K, D];
+    pooled_index [P, 3] (n, y, x) and pooled_label [P] in 0..K-1 (empty when K = 0).
+    """
+
+    class_proto: torch.Tensor
+    instance: torch.Tensor
+    instance_image: torch.Tensor
+    part: torch.Tensor
+    pooled_index: torch.Tensor
+    pooled_label: torch.Tensor
+
+    @classmethod
+    def empty(cls, dim: int) -> PrototypeSide:
+        z = torch.zeros(0, dim)
+        i = torch.zeros(0, dtype=torch.int64)
+        return cls(z, z.clone(), i, z.clone(), torch.zeros(0, 3, dtype=torch.int64), i.clone())
+
+    def count(self) -> int:
+        return self.class_proto.shape[0] + self.instance.shape[0] + self.part.shape[0]
+
+
+@dataclass(frozen=True)
+class Prototypes:
+    """A class's prototypes for one extractor; ``meta`` names the class, extractor and settings."""
+
+    fg: PrototypeSide
+    bg: PrototypeSide
+    meta: dict[str, Any]
+
+    @property
+    def class_name(self) -> str:
+        return str(self.meta["class"])
+
+    @property
+    def extractor(self) -> str:
+        return str(self.meta["extractor"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.fg.class_proto.shape[1])
+
+
+def prototype_path(folder: str | os.PathLike[str], slug: str, extractor: str) -> Path:
+    return Path(folder) / f"{slug}.{extractor}.safetensors"
+
+
+def bank_path(folder: str | os.PathLike[str], extractor: str) -> Path:
+    return Path(folder) / f"bank.{extractor}.safetensors"
+
+
+def _side_problems(side: str, p: PrototypeSide) -> list[str]:
+    problems = []
+    for name, t in (("class", p.class_proto), ("instance", p.instance), ("part", p.part)):
+        if t.numel() and not torch.isfinite(t).all():
+            problems.append(f"non-finite {side} {name} prototypes")
+    if p.class_proto.shape[0] > 1:
+        problems.append(f"{p.class_proto.shape[0]} {side} class prototypes (at most 1)")
+    k = p.part.shape[0]
+    if p.pooled_label.numel() and (p.pooled_label.min() < 0 or p.pooled_label.max() >= max(k, 1) or k == 0):
+        problems.append(f"{side} cluster labels outside 0..{k - 1}")
+    if p.instance_image.numel() and p.instance_image.min() < 0:
+        problems.append(f"negative {side} instance image ids")
+    return problems
+
+
+def write_prototypes(path: str | os.PathLike[str], protos: Prototypes) -> Path:
+    """Write a prototype file atomically (``meta`` must hold ``class`` and ``extractor``)."""
+    problems = _side_problems("fg", protos.fg) + _side_problems("bg", protos.bg)
+    if protos.fg.class_proto.shape[0] != 1:
+        problems.append("no foreground class prototype")
+    if not {"class", "extractor"} <= protos.meta.keys():
+        problems.append("metadata without class and extractor")
+    if problems:
+        raise ValueError(f"refusing to write {path}: " + "; ".join(problems))
+    tensors: dict[str, torch.Tensor] = {}
+    for side in SIDES:
+        p: PrototypeSide = getattr(protos, side)
+        tensors.update({f"{side}.class": p.class_proto, f"{side}.instance": p.instance,
+                        f"{side}.instance_image": p.instance_image, f"{side}.part": p.part,
+                        f"{side}.pooled_index": p.pooled_index, f"{side}.pooled_label": p.pooled_label})
+    return tensorfile.write(path, PROTOTYPES, tensors, protos.meta)
+
+
+def read_prototypes(path: str | os.PathLike[str]) -> Prototypes:
+    """Read and check a prototype file."""
+    f = tensorfile.read(path, PROTOTYPES)
+    t = f.tensors
+    sides = {side: PrototypeSide(t[f"{side}.class"], t[f"{side}.instance"], t[f"{side}.instance_image"],
+                                 t[f"{side}.part"], t[f"{side}.pooled_index"], t[f"{side}.pooled_label"])
+             for side in SIDES}
+    problems = _side_problems("fg", sides["fg"]) + _side_problems("bg", sides["bg"])
+    if sides["fg"].class_proto.shape[0] != 1:
+        problems.append("no foreground class prototype")
+    if not {"class", "extractor"} <= f.meta.keys():
+        problems.append("metadata without class and extractor")
+    if problems:
+        raise BadFile(f.path, "has " + "; ".join(problems), PROTOTYPES.made_by)
+    return Prototypes(sides["fg"], sides["bg"], f.meta)
+
+
+@dataclass(frozen=True)
+class BankSide:
+    """Rows of one side: vectors [M, D] (unit norm), owner [M] (label 1..|C|), kind [M], index [M]."""
+
+    vectors: torch.Tensor
+    owner: torch.Tensor
+    kind: torch.Tensor
+    index: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Bank:
+    """All classes of one vocabulary for one extractor. ``meta`` holds the extractor settings,
+    the filter settings and what was dropped; ``vocabulary`` is stored in it too."""
+
+    fg: BankSide
+    bg: BankSide
+    vocabulary: Vocabulary
+    meta: dict[str, Any]
+
+    @property
+    def extractor(self) -> str:
+        return str(self.meta["extractor"])
+
+
+def _bank_problems(side: str, b: BankSide, n_classes: int) -> list[str]:
+    problems = []
+    if b.vectors.numel():
+        if not torch.isfinite(b.vectors).all():
+            problems.append(f"non-finite {side} vectors")
+        elif (b.vectors.norm(dim=1) - 1).abs().max() > 1e-3:
+            problems.append(f"{side} vectors that are not L2-normalised")
+    if b.owner.numel() and (b.owner.min() < 1 or b.owner.max() > n_classes):
+        problems.append(f"{side} owners outside the vocabulary's labels 1..{n_classes}")
+    if b.kind.numel() and (b.kind.min() < 0 or b.kind.max() >= len(KINDS)):
+        problems.append(f"{side} kinds outside 0..{len(KINDS) - 1}")
+    return problems
+
+
+def write_bank(path: str | os.PathLike[str], bank: Bank) -> Path:
+    """Write a bank atomically; the vocabulary goes into the metadata."""
+    n = len(bank.vocabulary)
+    problems = _bank_problems("fg", bank.fg, n) + _bank_problems("bg", bank.bg, n)
+    if "extractor" not in bank.meta:
+        problems.append("metadata without extractor")
+    if problems:
+        raise ValueError(f"refusing to write {path}: " + "; ".join(problems))
+    tensors: dict[str, torch.Tensor] = {}
+    for side in SIDES:
+        b: BankSide = getattr(bank, side)
+        tensors.update({side: b.vectors, f"{side}_owner": b.owner, f"{side}_kind": b.kind, f"{side}_index": b.index})
+    return tensorfile.write(path, BANK, tensors, {**bank.meta, "vocabulary": bank.vocabulary.to_meta()})
+
+
+def read_bank(path: str | os.PathLike[str]) -> Bank:
+    """Read and check a bank."""
+    f = tensorfile.read(path, BANK)
+    meta = dict(f.meta)
+    try:
+        vocabulary = Vocabulary.from_meta(meta.pop("vocabulary"))
+    except Exception:
+        raise BadFile(f.path, "has no readable vocabulary in its metadata", BANK.made_by) from None
+    t = f.tensors
+    sides = {s: BankSide(t[s], t[f"{s}_owner"], t[f"{s}_kind"], t[f"{s}_index"]) for s in SIDES}
+    problems = _bank_problems("fg", sides["fg"], len(vocabulary)) + _bank_problems("bg", sides["bg"], len(vocabulary))
+    if "extractor" not in meta:
+        problems.append("metadata without extractor")
+    if problems:
+        raise BadFile(f.path, "has " + "; ".join(problems), BANK.made_by)
+    return Bank(sides["fg"], sides["bg"], vocabulary, meta)

@@ -1,0 +1,215 @@
+"""Support-set folders: one per class, shared by sample, attribute, mask and prototype.
+
+Layout::
+
+    <folder>/images/00000.png     RGB; generation parameters as JSON in the 'ovdiff' text chunk
+    <folder>/crossattn.safetensors  recorded cross-attention (ovdiff.crossattn/1, by `ovdiff sample`)
+    <folder>/attribution.safetensors attribution maps (ovdiff.attribution/1, by `ovdiff attribute`)
+    <folder>/masks/00000.png      palette masks: 0 = neither, 1 = foreground, 2 = background
+
+Images are numbered from 0 with five digits; mask ``k`` belongs to image ``k``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ovdiff_cli.errors import BadFile
+from ovdiff_cli.formats import tensorfile
+from ovdiff_cli.formats.images import open_image, png_metadata, to_rgb8, write_rgb_png
+from ovdiff_cli.formats.labelmap import read_label_map, write_label_map
+from ovdiff_cli.formats.tensorfile import Schema, TensorSpec
+
+IMAGE_SCHEMA = "ovdiff.support-image/1"
+MASK_SCHEMA = "ovdiff.mask/1"
+
+#: Mask values.
+NEITHER, FOREGROUND, BACKGROUND = 0, 1, 2
+
+CROSSATTN = Schema("ovdiff.crossattn", 1, "ovdiff sample", {
+    # Per image, layer and recorded token: the sum over steps × heads of the clamped maps,
+    # upsampled to the G × G grid.
+    "attn": TensorSpec("float32", ("N", "L", "T", "G", "G")),
+    # How many maps were summed into each (image, layer): steps × heads.
+    "counts": TensorSpec("int64", ("N", "L")),
+    # Positions (in the 77-token prompt) of the recorded tokens, and of the class phrase among them.
+    "positions": TensorSpec("int64", ("T",)),
+    "phrase_positions": TensorSpec("int64", ("P",)),
+})
+
+ATTRIBUTION = Schema("ovdiff.attribution", 1, "ovdiff attribute", {
+    "attribution": TensorSpec("float32", ("N", "S", "S")),     # A, min–max normalised at image size
+    "attribution64": TensorSpec("float32", ("N", "G", "G")),   # A^64, on the attention grid
+})
+
+_INDEX = re.compile(r"^(\d{5,})\.png$")
+
+
+@dataclass(frozen=True)
+class CrossAttention:
+    """Recorded cross-attention of one support set.
+
+    attn [N, L, T, G, G] float32, counts [N, L] int64, positions [T] int64 (into the 77-token
+    prompt), phrase_positions [P] int64 (a subset of positions); ``tokens`` are the T token
+    strings, ``layers`` the L layer names; ``meta`` holds prompt and generation parameters.
+    """
+
+    attn: torch.Tensor
+    counts: torch.Tensor
+    positions: torch.Tensor
+    phrase_positions: torch.Tensor
+    tokens: tuple[str, ...]
+    layers: tuple[str, ...]
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Attribution maps of one support set: ``maps`` [N, S, S] and ``maps64`` [N, G, G] in [0, 1]."""
+
+    maps: torch.Tensor
+    maps64: torch.Tensor
+    meta: dict[str, Any]
+
+
+class SupportSet:
+    """A support-set folder (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> SupportSet:
+        """An existing support set; fails unless ``path/images`` holds at least one image."""
+        s = cls(path)
+        if not s.path.is_dir():
+            raise BadFile(s.path, "is not a support-set folder (it does not exist)", "ovdiff sample")
+        if not s.image_indices():
+            raise BadFile(s.path, "is not a support-set folder (no images/00000.png …)", "ovdiff sample")
+        return s
+
+    # -- layout ---------------------------------------------------------------------------------
+    @property
+    def images_dir(self) -> Path:
+        return self.path / "images"
+
+    @property
+    def masks_dir(self) -> Path:
+        return self.path / "masks"
+
+    @property
+    def crossattn_path(self) -> Path:
+        return self.path / "crossattn.safetensors"
+
+    @property
+    def attribution_path(self) -> Path:
+        return self.path / "attribution.safetensors"
+
+    def image_path(self, index: int) -> Path:
+        return self.images_dir / f"{index:05d}.png"
+
+    def mask_path(self, index: int) -> Path:
+        return self.masks_dir / f"{index:05d}.png"
+
+    def image_indices(self) -> list[int]:
+        """Indices of the images present, sorted (temporary files are ignored)."""
+        if not self.images_dir.is_dir():
+            return []
+        found = (_INDEX.match(p.name) for p in self.images_dir.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    # -- images ---------------------------------------------------------------------------------
+    def write_image(self, index: int, rgb: np.ndarray, meta: dict[str, Any]) -> Path:
+        """Write image ``index`` (uint8 RGB [S, S, 3]) with its generation parameters."""
+        return write_rgb_png(self.image_path(index), rgb, {"schema": IMAGE_SCHEMA, **meta})
+
+    def read_image(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """Image ``index`` as uint8 RGB [S, S, 3] and its metadata ({} for a user's own photo)."""
+        path = self.image_path(index)
+        im = open_image(path, "ovdiff sample")
+        meta = png_metadata(im, path, "ovdiff sample")
+        rgb, _ = to_rgb8(im)
+        return rgb, meta
+
+    def class_meta(self) -> dict[str, Any]:
+        """The metadata of the first image (class, prompt, generation parameters)."""
+        indices = self.image_indices()
+        if not indices:
+            raise BadFile(self.path, "has no images", "ovdiff sample")
+        return self.read_image(indices[0])[1]
+
+    # -- masks ----------------------------------------------------------------------------------
+    def write_mask(self, index: int, mask: np.ndarray, meta: dict[str, Any]) -> Path:
+        """Write mask ``index``: uint8 [S, S] with values 0 (neither), 1 (fg), 2 (bg)."""
+        if mask.dtype != np.uint8 or mask.max(initial=0) > BACKGROUND:
+            raise ValueError("a support mask is uint8 with values 0, 1, 2")
+        return write_label_map(self.mask_path(index), mask, {"schema": MASK_SCHEMA, **meta})
+
+    def read_mask(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """Mask ``index`` as uint8 [S, S] in {0, 1, 2} and its metadata (e.g. the mask mode)."""
+        path = self.mask_path(index)
+        im = open_image(path, "ovdiff mask")
+        meta = png_metadata(im, path, "ovdiff mask")
+        if meta.get("schema") != MASK_SCHEMA:
+            raise BadFile(path, f"is not an ovdiff support mask (schema {meta.get('schema')!r})", "ovdiff mask")
+        mask = read_label_map(path, "ovdiff mask")
+        if mask.max(initial=0) > BACKGROUND:
+            raise BadFile(path, f"has value {int(mask.max())}, a support mask holds only 0, 1, 2", "ovdiff mask")
+        return mask, meta
+
+    # -- tensors --------------------------------------------------------------------------------
+    def write_crossattn(self, rec: CrossAttention) -> Path:
+        _check_crossattn(rec, self.crossattn_path, strict=True)
+        meta = {**rec.meta, "tokens": list(rec.tokens), "layers": list(rec.layers)}
+        return tensorfile.write(self.crossattn_path, CROSSATTN, {
+            "attn": rec.attn, "counts": rec.counts, "positions": rec.positions,
+            "phrase_positions": rec.phrase_positions}, meta)
+
+    def read_crossattn(self) -> CrossAttention:
+        f = tensorfile.read(self.crossattn_path, CROSSATTN)
+        meta = dict(f.meta)
+        tokens, layers = meta.pop("tokens", None), meta.pop("layers", None)
+        if not isinstance(tokens, list) or not isinstance(layers, list):
+            raise BadFile(f.path, "lacks its token or layer names in the metadata", CROSSATTN.made_by)
+        rec = CrossAttention(f.tensors["attn"], f.tensors["counts"], f.tensors["positions"],
+                             f.tensors["phrase_positions"], tuple(tokens), tuple(layers), meta)
+        _check_crossattn(rec, f.path, strict=False)
+        return rec
+
+    def write_attribution(self, att: Attribution) -> Path:
+        return tensorfile.write(self.attribution_path, ATTRIBUTION,
+                                {"attribution": att.maps, "attribution64": att.maps64}, att.meta)
+
+    def read_attribution(self) -> Attribution:
+        f = tensorfile.read(self.attribution_path, ATTRIBUTION)
+        maps, maps64 = f.tensors["attribution"], f.tensors["attribution64"]
+        for name, t in (("attribution", maps), ("attribution64", maps64)):
+            if t.numel() and not (torch.isfinite(t).all() and t.min() >= 0 and t.max() <= 1):
+                raise BadFile(f.path, f"tensor '{name}' has values outside [0, 1]", ATTRIBUTION.made_by)
+        return Attribution(maps, maps64, f.meta)
+
+
+def _check_crossattn(rec: CrossAttention, path: Path, strict: bool) -> None:
+    """Consistency beyond shapes: names per token and layer, phrase within the recorded tokens."""
+    problems = []
+    if len(rec.tokens) != rec.positions.shape[0]:
+        problems.append(f"{len(rec.tokens)} token names for {rec.positions.shape[0]} positions")
+    if len(rec.layers) != rec.attn.shape[1]:
+        problems.append(f"{len(rec.layers)} layer names for {rec.attn.shape[1]} layers")
+    if rec.positions.numel() and (rec.positions.min() < 0 or rec.positions.max() >= 77):
+        problems.append("token positions outside 0..76")
+    if not set(rec.phrase_positions.tolist()) <= set(rec.positions.tolist()):
+        problems.append("phrase positions that were not recorded")
+    if rec.attn.numel() and not torch.isfinite(rec.attn).all():
+        problems.append("non-finite attention values")
+    if problems:
+        if strict:
+            raise ValueError(f"refusing to write {path}: " + "; ".join(problems))
+        raise BadFile(path, "has " + "; ".join(problems), CROSSATTN.made_by)

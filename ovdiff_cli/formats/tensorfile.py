@@ -1,0 +1,204 @@
+"""Self-describing safetensors files: a schema name and version, JSON metadata, checked tensors.
+
+Every tensor file ovdiff writes carries in its safetensors metadata:
+
+- ``schema``: ``<name>/<version>``, e.g. ``ovdiff.prototypes/1``;
+- ``ovdiff``: the version of ovdiff that wrote it;
+- ``meta``: a JSON object (sorted keys, so equal inputs give equal bytes) with the class or
+  vocabulary, the models, every parameter that shaped the file and hashes of its inputs.
+
+:func:`read` checks the schema, every tensor's presence, dtype and shape (symbolic dimensions
+such as ``"N"`` must agree across tensors) and turns every problem into a one-line
+:class:`~ovdiff_cli.errors.BadFile` that names the command making the right file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ovdiff_cli import __version__
+from ovdiff_cli.errors import BadFile
+from ovdiff_cli.formats.atomic import atomic_path
+
+Dim = int | str
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Expected dtype and shape; a ``str`` dimension is a symbol bound on first use."""
+
+    dtype: str
+    shape: tuple[Dim, ...]
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Schema:
+    """One kind of file: its name, version, the command that writes it, and its tensors."""
+
+    name: str
+    version: int
+    made_by: str
+    tensors: Mapping[str, TensorSpec] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class TensorFile:
+    """What :func:`read` returns: the tensors, the JSON metadata and the bound dimensions."""
+
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    dims: dict[str, int]
+    writer_version: str
+
+
+def _check_shapes(schema: Schema, shapes: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, str],
+                  where: str) -> dict[str, int]:
+    """Check names, dtypes and shapes; return the bound symbols. Raise ValueError(message)."""
+    dims: dict[str, int] = {}
+    unknown = sorted(set(shapes) - set(schema.tensors))
+    if unknown:
+        raise ValueError(f"has unexpected tensor(s) {', '.join(unknown)} for {schema.id}")
+    for name, spec in schema.tensors.items():
+        if name not in shapes:
+            if spec.optional:
+                continue
+            raise ValueError(f"lacks the tensor '{name}' that {schema.id} requires")
+        if dtypes[name] != spec.dtype:
+            raise ValueError(f"tensor '{name}' is {dtypes[name]}, expected {spec.dtype}")
+        shape = shapes[name]
+        if len(shape) != len(spec.shape):
+            raise ValueError(f"tensor '{name}' has shape {list(shape)}, expected {len(spec.shape)} dimensions "
+                             f"{list(spec.shape)}")
+        for size, want in zip(shape, spec.shape):
+            if isinstance(want, int):
+                if size != want:
+                    raise ValueError(f"tensor '{name}' has shape {list(shape)}, expected {list(spec.shape)}")
+            elif dims.setdefault(want, size) != size:
+                raise ValueError(f"tensor '{name}' has {want}={size} but another tensor has {want}={dims[want]}")
+    return dims
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    for name, value in _DTYPES.items():
+        if value == dtype:
+            return name
+    return str(dtype).removeprefix("torch.")
+
+
+def write(path: str | os.PathLike[str], schema: Schema, tensors: Mapping[str, torch.Tensor],
+          meta: Mapping[str, Any]) -> Path:
+    """Validate and write ``tensors`` with ``meta`` atomically; return the path.
+
+    A mismatch with the schema here is a bug in the caller, hence ``ValueError``.
+    """
+    from safetensors.torch import save_file
+
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    dtypes = {k: _dtype_name(v.dtype) for k, v in tensors.items()}
+    try:
+        _check_shapes(schema, shapes, dtypes, str(path))
+    except ValueError as e:
+        raise ValueError(f"refusing to write {path}: {e}") from None
+    header = {
+        "schema": schema.id,
+        "ovdiff": __version__,
+        "meta": json.dumps(dict(meta), sort_keys=True, ensure_ascii=False, allow_nan=False),
+    }
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(cpu, str(tmp), metadata=header)
+    return Path(path)
+
+
+def read_header(path: str | os.PathLike[str], schema: Schema) -> tuple[dict[str, str], Any]:
+    """Open ``path`` lazily and check it is a file of ``schema`` (name and version).
+
+    Returns the raw safetensors metadata and the open handle's keys/shapes source. Used by
+    :func:`read` and by callers that only need the metadata.
+    """
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.exists():
+        raise BadFile(p, "does not exist", schema.made_by)
+    if p.is_dir():
+        raise BadFile(p, f"is a folder, expected a {schema.id} file", schema.made_by)
+    try:
+        handle = safe_open(str(p), framework="pt")
+        header = handle.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for truncated/corrupt headers
+        raise BadFile(p, f"is not a readable safetensors file ({_short(e)}); it may be truncated",
+                      schema.made_by) from None
+    found = header.get("schema")
+    if not found:
+        raise BadFile(p, f"is not an ovdiff file (no schema in its metadata), expected {schema.id}", schema.made_by)
+    name, _, version = found.rpartition("/")
+    if name != schema.name:
+        raise BadFile(p, f"is a {found} file, expected {schema.id}", schema.made_by)
+    if not version.isdigit() or int(version) > schema.version:
+        raise BadFile(p, f"has schema {found}, newer than this ovdiff reads ({schema.id})",
+                      fix="upgrade ovdiff-cli or remake the file with this version")
+    if int(version) < schema.version:
+        raise BadFile(p, f"has the old schema {found}, this ovdiff reads {schema.id}", schema.made_by)
+    return header, handle
+
+
+def read(path: str | os.PathLike[str], schema: Schema, *, load: bool = True) -> TensorFile:
+    """Read and validate a file of ``schema``; ``load=False`` checks it without loading tensors."""
+    p = Path(path)
+    header, handle = read_header(p, schema)
+    try:
+        meta = json.loads(header.get("meta", "{}"))
+    except json.JSONDecodeError:
+        raise BadFile(p, "has unreadable metadata (invalid JSON)", schema.made_by) from None
+    if not isinstance(meta, dict):
+        raise BadFile(p, "has unreadable metadata (not a JSON object)", schema.made_by)
+    try:
+        keys = list(handle.keys())
+        slices = {k: handle.get_slice(k) for k in keys}
+        shapes = {k: tuple(s.get_shape()) for k, s in slices.items()}
+        dtypes = {k: _SAFE_DTYPES.get(s.get_dtype(), s.get_dtype().lower()) for k, s in slices.items()}
+    except Exception as e:
+        raise BadFile(p, f"is not a readable safetensors file ({_short(e)})", schema.made_by) from None
+    try:
+        dims = _check_shapes(schema, shapes, dtypes, str(p))
+    except ValueError as e:
+        raise BadFile(p, str(e), schema.made_by) from None
+    tensors: dict[str, torch.Tensor] = {}
+    if load:
+        try:
+            tensors = {k: handle.get_tensor(k) for k in keys}
+        except Exception as e:
+            raise BadFile(p, f"has unreadable tensor data ({_short(e)}); it may be truncated", schema.made_by) from None
+    return TensorFile(p, tensors, meta, dims, header.get("ovdiff", "?"))
+
+
+_SAFE_DTYPES = {"F32": "float32", "F16": "float16", "I64": "int64", "I32": "int32", "U8": "uint8",
+                "BOOL": "bool", "BF16": "bfloat16", "F64": "float64"}
+
+
+def _short(e: Exception) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 120 else text[:117] + "..."

@@ -1,0 +1,108 @@
+"""The small interfaces the stages program against; presets and plugins provide the objects.
+
+A preset (:mod:`ovdiff_cli.models.registry`) maps *slots* to components:
+
+=====================  ===========================================================
+slot                   what its component's ``load`` returns
+=====================  ===========================================================
+``generator``          Stable Diffusion networks (:class:`~.sd.StableDiffusion`) or any
+                       :class:`Generator`
+``safety_checker``     SD's safety checker and its image processor
+``extractor.<name>``   networks a :class:`FeatureExtractor` reads (``sd``, ``dino``, ``clip``,
+                       ``mae``, ``mae-l16``), or a :class:`FeatureExtractor` itself
+``scorer``             a :class:`ClipScorer` (:class:`~.clip.OpenClip` is one)
+``proposer.<name>``    a :class:`MaskProposer`, or what one is built from (CutLER weights)
+=====================  ===========================================================
+
+Shapes: images are float tensors [B, 3, H, W] in [0, 1] unless a method says otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What a generator returns for a batch.
+
+    images [B, 3, S, S] float in [0, 1]; attention [B, L, T, G, G] float32 (per layer and
+    recorded token: the sum over steps × heads of the conditional branch's clamped maps on a
+    G × G grid) and counts [B, L] int64 (maps summed), or None when nothing was recorded.
+    """
+
+    images: torch.Tensor
+    attention: torch.Tensor | None = None
+    counts: torch.Tensor | None = None
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """A text-to-image model that can record cross-attention while it draws."""
+
+    name: str
+    tiny: bool
+
+    def tokens(self, prompt: str) -> list[str]:
+        """Token strings of ``prompt`` as the text encoder sees them, BOS first, up to EOS."""
+        ...
+
+    def generate(self, prompts: Sequence[str], negative_prompt: str, noise: torch.Tensor, *, steps: int,
+                 guidance: float, record_positions: Sequence[int] | None) -> Generation:
+        """Draw one image per prompt from initial latents ``noise`` [B, C, h, w]."""
+        ...
+
+
+@runtime_checkable
+class FeatureExtractor(Protocol):
+    """Dense features of images: one D-vector per cell of an h × w grid."""
+
+    name: str
+    dim: int
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting that shapes the features (written into prototype metadata, checked on use)."""
+        ...
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, H, W] in [0, 1] → float32 features [B, D, h, w]."""
+        ...
+
+
+@runtime_checkable
+class ClipScorer(Protocol):
+    """Global image and text embeddings in one space (the category pre-filter)."""
+
+    name: str
+    image_size: int
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, S, S] in [0, 1], S = ``image_size`` → unit vectors [B, E]."""
+        ...
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """texts → unit vectors [T, E]."""
+        ...
+
+
+@dataclass(frozen=True)
+class Proposals:
+    """Class-agnostic proposals of one image: masks [J, H, W] bool and scores [J], detector order."""
+
+    masks: torch.Tensor
+    scores: torch.Tensor
+
+
+@runtime_checkable
+class MaskProposer(Protocol):
+    """Class-agnostic instance masks (CutLER in the paper)."""
+
+    name: str
+
+    def propose(self, images: torch.Tensor) -> list[Proposals]:
+        """images [B, 3, H, W] in [0, 1] → one :class:`Proposals` per image."""
+        ...

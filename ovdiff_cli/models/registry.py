@@ -1,0 +1,180 @@
+"""The registry of model presets: named sets of components, one per slot.
+
+Built in: ``paper`` (the method's models, from the local cache) and ``tiny`` (toy networks with
+random weights, built in code; for tests and offline smoke runs). Others come from outside:
+
+- in code: :func:`register_preset` for a whole preset, :func:`register_component` to put one
+  component into a slot of an existing preset (e.g. your own extractor into ``paper``);
+- from an installed package: an entry point in the group ``ovdiff.models`` naming a function
+  that takes no arguments and calls the two functions above. Entry points load on first use.
+
+A component's ``loader(files, device, dtype)`` receives the local paths of its sources' files
+(empty for code-built models) and returns the object of its slot (see
+:mod:`ovdiff_cli.models.interfaces`). Loaded objects are cached per (component, device, dtype),
+so a model shared by two slots (SD as generator and as feature extractor) loads once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ovdiff_cli import log
+from ovdiff_cli.errors import BadInput, ModelUnavailable
+from ovdiff_cli.models.sources import Source
+
+ENTRY_POINT_GROUP = "ovdiff.models"
+
+Loader = Callable[[dict[str, Path], torch.device, torch.dtype], Any]
+
+
+@dataclass(frozen=True)
+class Component:
+    """One model: a unique key, where its weights are, what it needs, how to load it."""
+
+    key: str
+    description: str
+    loader: Loader
+    sources: tuple[Source, ...] = ()
+    requires: tuple[str, ...] = ()
+    tiny: bool = False
+
+    def missing_files(self) -> list[str]:
+        return [name for s in self.sources for name in s.missing()]
+
+    def missing_packages(self) -> list[str]:
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def where(self) -> str:
+        return "; ".join(s.where() for s in self.sources) if self.sources else "built in code (no download)"
+
+    def locate(self, preset: str) -> dict[str, Path]:
+        """Local paths of every source file, or a one-line ModelUnavailable naming the fix."""
+        files: dict[str, Path] = {}
+        for s in self.sources:
+            found = s.locate()
+            if found is None:
+                raise ModelUnavailable(self.key, s.where(), f"missing {', '.join(s.missing())}; run "
+                                       f"`ovdiff models download {preset}` (it needs internet)")
+            files.update(found)
+        return files
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of components by slot (``generator``, ``extractor.dino``, …)."""
+
+    name: str
+    description: str
+    slots: Mapping[str, Component] = field(default_factory=dict)
+    tiny: bool = False
+
+    def component(self, slot: str) -> Component:
+        try:
+            return self.slots[slot]
+        except KeyError:
+            raise BadInput(f"preset {self.name!r} has no {slot!r} model",
+                           f"its slots: {', '.join(self.slots) or 'none'}; see `ovdiff models list`") from None
+
+    def describe(self) -> dict[str, Any]:
+        """What outputs record about the models that made them."""
+        return {"preset": self.name, "tiny": self.tiny or any(c.tiny for c in self.slots.values()),
+                "components": {slot: c.key for slot, c in self.slots.items()}}
+
+
+_presets: dict[str, Preset] = {}
+_loaded: dict[tuple[str, str, str], Any] = {}
+_state = {"builtins": False, "entry_points": False}
+
+
+def _ensure() -> None:
+    """Register the built-in presets, then the plugins' (once each)."""
+    if not _state["builtins"]:
+        _state["builtins"] = True
+        from ovdiff_cli.models import builtin
+
+        for p in builtin.builtin_presets():
+            _presets.setdefault(p.name, p)
+    if not _state["entry_points"]:
+        _state["entry_points"] = True
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                ep.load()()
+            except Exception as e:  # a broken plugin must not break the other commands
+                log.warn_once(f"plugin:{ep.name}", f"model plugin {ep.name} ({ep.value}) failed to load: {e}")
+
+
+def register_preset(preset: Preset, replace_existing: bool = False) -> None:
+    """Add a preset; a name already taken is an error unless ``replace_existing``."""
+    _ensure()
+    if preset.name in _presets and not replace_existing:
+        raise BadInput(f"a model preset named {preset.name!r} is already registered",
+                       "choose another name or pass replace_existing=True")
+    _presets[preset.name] = preset
+    _loaded.clear()
+
+
+def register_component(preset: str, slot: str, component: Component) -> None:
+    """Put ``component`` into ``slot`` of an existing preset (adding or replacing it)."""
+    current = get_preset(preset)
+    _presets[preset] = replace(current, slots={**current.slots, slot: component})
+    _loaded.clear()
+
+
+def unregister_preset(name: str) -> None:
+    """Remove a preset (tests and plugins that clean up after themselves)."""
+    _ensure()
+    _presets.pop(name, None)
+    _loaded.clear()
+
+
+def get_preset(name: str) -> Preset:
+    _ensure()
+    try:
+        return _presets[name]
+    except KeyError:
+        raise BadInput(f"no model preset {name!r}", f"choose one of {', '.join(sorted(_presets))}") from None
+
+
+def presets() -> list[Preset]:
+    _ensure()
+    return [_presets[k] for k in sorted(_presets)]
+
+
+def load(preset: str | Preset, slot: str, device: torch.device | str = "cpu",
+         dtype: torch.dtype = torch.float32) -> Any:
+    """Load (or reuse) the object in ``slot`` of ``preset`` on ``device`` in ``dtype``.
+
+    Fails fast, with one line naming the model, where it was looked for and the fix, when
+    weights or an optional package are missing; never touches the network.
+    """
+    p = preset if isinstance(preset, Preset) else get_preset(preset)
+    comp = p.component(slot)
+    dev = torch.device(device)
+    key = (comp.key, str(dev), str(dtype))
+    if key in _loaded:
+        return _loaded[key]
+    missing = comp.missing_packages()
+    if missing:
+        raise ModelUnavailable(comp.key, "the Python environment", f"install {', '.join(missing)}")
+    files = comp.locate(p.name)
+    log.logger.debug("loading %s for %s on %s (%s)", comp.key, slot, dev, dtype)
+    try:
+        obj = comp.loader(files, dev, dtype)
+    except torch.cuda.OutOfMemoryError:
+        raise ModelUnavailable(comp.key, str(dev), "not enough GPU memory; use a smaller --batch-size or "
+                                                   "--device cpu") from None
+    _loaded[key] = obj
+    return obj
+
+
+def clear_cache() -> None:
+    """Forget loaded models (frees their memory once no one else holds them)."""
+    _loaded.clear()

@@ -1,0 +1,185 @@
+"""Options shared by several commands, each defined once so that a name means one thing everywhere.
+
+Index (DESIGN.md §4):
+
+========================  ==================================================================
+``-o, --output PATH``     where outputs go (a folder for multi-file outputs): :func:`output`
+``--models PRESET``       model preset from the registry (``paper``, ``tiny``, or registered):
+                          :data:`models`
+``--vocab SPEC``          vocabulary: a file, ``voc``/``context``/``coco-object``, or ``a,b,c``:
+                          :data:`vocab`
+``--device``              ``auto|cpu|cuda[:N]``: :data:`device`, resolved by :func:`resolve_device`
+``--dtype``               ``auto|float32|float16|bfloat16``: :data:`dtype`, :func:`resolve_dtype`
+``--seed INT``            random seed: :func:`seed`
+``--batch-size INT``      images per forward pass: :func:`batch_size`
+``--overwrite``           recompute outputs that exist: :data:`overwrite`
+``--shard K/N``           the K-th of N equal parts of the work: :data:`shard`, :class:`Shard`
+``--json``                machine-readable output on stdout: :data:`json_output`
+``-v/-q``                 more / less on stderr: :data:`verbosity`
+========================  ==================================================================
+
+Nothing here imports torch at import time; the resolvers import it when called.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from ovdiff_cli import log
+from ovdiff_cli.errors import BadInput
+
+if TYPE_CHECKING:
+    import torch
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    # -v and -q feed one level. ctx.meta is shared by the group's and the command's contexts, so
+    # `ovdiff -v models check` and `ovdiff models check -v` both work; an absent flag changes nothing.
+    if not value:
+        return
+    ctx.meta[f"ovdiff.{param.name}"] = value
+    log.set_verbosity(ctx.meta.get("ovdiff._verbose", 0) - ctx.meta.get("ovdiff._quiet", 0))
+
+
+def verbosity(f: F) -> F:
+    """``-v/--verbose`` and ``-q/--quiet`` (counted; stderr only)."""
+    f = click.option("-q", "--quiet", "_quiet", count=True, expose_value=False, is_eager=True,
+                     callback=_set_verbosity, help="Less on stderr: warnings and errors only, no progress bars.")(f)
+    f = click.option("-v", "--verbose", "_verbose", count=True, expose_value=False, is_eager=True,
+                     callback=_set_verbosity, help="More on stderr: debug messages and tracebacks.")(f)
+    return f
+
+
+def output(help_text: str = "Where outputs go.", default: str | None = None, file_okay: bool = True) -> Callable[[F], F]:
+    """``-o/--output PATH`` with a per-command help text and default."""
+    return click.option("-o", "--output", "output", type=click.Path(file_okay=file_okay, dir_okay=True),
+                        default=default, show_default=default is not None, help=help_text)
+
+
+models = click.option("--models", "models", default="paper", show_default=True, metavar="PRESET",
+                      help="Model preset from the registry: `paper`, `tiny` (random weights, for tests), "
+                           "or one registered by a plugin (see `ovdiff models list`).")
+
+vocab = click.option("--vocab", "vocab", metavar="FILE|voc|context|coco-object|a,b,c",
+                     help="The vocabulary: a file (one class per line: name[TAB prompt[TAB thing|stuff]]), "
+                          "a built-in benchmark vocabulary, or a comma-separated list.")
+
+device = click.option("--device", "device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
+                      help="Where to run: auto picks the GPU when there is one.")
+
+dtype = click.option("--dtype", "dtype", default="auto", show_default=True,
+                     type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
+                     help="Precision of the networks: auto = float16 on a GPU, float32 on the CPU.")
+
+overwrite = click.option("--overwrite", is_flag=True, help="Recompute outputs that already exist.")
+
+json_output = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+
+
+def seed(default: int) -> Callable[[F], F]:
+    """``--seed INT`` with the stage's default."""
+    return click.option("--seed", "seed", type=int, default=default, show_default=True, help="Random seed.")
+
+
+def batch_size(default: int) -> Callable[[F], F]:
+    """``--batch-size INT`` (images per forward pass) with the stage's default."""
+    return click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=default,
+                        show_default=True, help="Images per forward pass.")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The ``index``-th (1-based) of ``count`` near-equal contiguous parts of a list of work."""
+
+    index: int = 1
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 1 <= self.index <= self.count:
+            raise BadInput(f"shard {self.index}/{self.count} is out of range", "use K/N with 1 <= K <= N")
+
+    def select(self, items: Sequence[T]) -> list[T]:
+        """This shard's part of ``items``; the parts of all shards partition ``items`` in order."""
+        n = len(items)
+        start = (self.index - 1) * n // self.count
+        stop = self.index * n // self.count
+        return list(items[start:stop])
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str | None, environ: dict[str, str] | None = None) -> Shard:
+    """Parse ``K/N``; without it, read a Slurm job array's variables; else the whole work (1/1)."""
+    env = os.environ if environ is None else environ
+    if text:
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not m:
+            raise BadInput(f"--shard {text!r} is not K/N", "write e.g. --shard 2/8 for the second of eight parts")
+        return Shard(int(m.group(1)), int(m.group(2)))
+    if "SLURM_ARRAY_TASK_ID" in env:
+        try:
+            task = int(env["SLURM_ARRAY_TASK_ID"])
+            first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+            if "SLURM_ARRAY_TASK_COUNT" in env:
+                count = int(env["SLURM_ARRAY_TASK_COUNT"])
+            else:
+                count = int(env["SLURM_ARRAY_TASK_MAX"]) - first + 1
+        except (KeyError, ValueError) as e:
+            raise BadInput("the Slurm array variables are incomplete", "pass --shard K/N explicitly") from e
+        shard = Shard(task - first + 1, count)
+        log.logger.info("shard %s from the Slurm array (task %d)", shard, task)
+        return shard
+    return Shard()
+
+
+def _shard_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Shard:
+    try:
+        return parse_shard(value)
+    except BadInput as e:
+        raise click.BadParameter(str(e)) from None
+
+
+shard = click.option("--shard", "shard", metavar="K/N", callback=_shard_callback,
+                     help="Do the K-th of N equal parts of the work (1-based); read from a Slurm job "
+                          "array's variables when not given.")
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` → the first GPU when there is one, else the CPU; ``cuda:N`` must exist."""
+    import torch
+
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", spec):
+        raise BadInput(f"--device {spec!r} is not auto, cpu or cuda[:N]")
+    dev = torch.device(spec)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInput(f"--device {spec} asked for, but no CUDA GPU is visible", "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BadInput(f"--device {spec}: only {torch.cuda.device_count()} GPU(s) visible",
+                           f"use cuda:0 … cuda:{torch.cuda.device_count() - 1}")
+    return dev
+
+
+def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+    """``auto`` → float16 on a GPU, float32 on the CPU (half precision on a CPU is slow and lossy)."""
+    import torch
+
+    if spec == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    try:
+        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[spec]
+    except KeyError:
+        raise BadInput(f"--dtype {spec!r} is not auto, float32, float16 or bfloat16") from None
