@@ -19,12 +19,24 @@ _state = {"verbosity": 0}
 _warned_once: set[str] = set()
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it per command)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def set_verbosity(verbosity: int) -> None:
     """Set the level: negative = quiet, 0 = normal, positive = verbose."""
     _state["verbosity"] = verbosity
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
     if not logger.handlers:
-        handler = logging.StreamHandler()  # resolves sys.stderr at emit time (CliRunner swaps it)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("ovdiff: %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False

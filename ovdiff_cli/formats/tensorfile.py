@@ -126,10 +126,23 @@ def write(path: str | os.PathLike[str], schema: Schema, tensors: Mapping[str, to
         "ovdiff": __version__,
         "meta": json.dumps(dict(meta), sort_keys=True, ensure_ascii=False, allow_nan=False),
     }
-    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    cpu = _own_storage({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
     with atomic_path(path) as tmp:
         save_file(cpu, str(tmp), metadata=header)
     return Path(path)
+
+
+def _own_storage(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copy tensors that share or only view storage: safetensors refuses to write those."""
+    seen: set[int] = set()
+    out = {}
+    for k, v in tensors.items():
+        storage = v.untyped_storage()
+        if storage.data_ptr() in seen or storage.nbytes() != v.numel() * v.element_size():
+            v = v.clone()
+        seen.add(v.untyped_storage().data_ptr())
+        out[k] = v
+    return out
 
 
 def read_header(path: str | os.PathLike[str], schema: Schema) -> tuple[dict[str, str], Any]:

@@ -39,7 +39,7 @@ PROMPT_OVERLAY: dict[str, str] = {
     "apparel": "clothing",
 }
 
-_VOC = ("airplane bicycle bird boat bottle bus car cat chair cow table dog horse motorbike "
+_VOC = ("airplane bicycle bird boat bottle bus car cat chair cow table dog horse motorbike person "
         "pottedplant sheep sofa train monitor").split()
 
 _CONTEXT = ("airplane bag bed bedclothes bench bicycle bird boat book bottle building bus cabinet car "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ovdiff_cli.errors import BadFile
 from ovdiff_cli.models import clip, cutler, sd, vit
 from ovdiff_cli.models.registry import Component, Preset
 from ovdiff_cli.models.sources import HubFiles, UrlFile
@@ -35,10 +36,15 @@ TINY_MAE = vit.ViTConfig(patch=16, dim=32, depth=3, heads=4, pos_grid=8)
 
 def _vit_loader(cfg: vit.ViTConfig, filename: str, name: str):
     def load(files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> vit.ViT:
-        state = torch.load(files[filename], map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]  # MAE checkpoints wrap the weights
-        model = vit.load_checkpoint(vit.ViT(cfg), state)
+        path = files[filename]
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+                state = state["model"]  # MAE checkpoints wrap the weights
+            model = vit.load_checkpoint(vit.ViT(cfg), state)
+        except Exception as e:  # unpickling and shape errors of a corrupt or foreign checkpoint
+            raise BadFile(path, f"is not a {name} checkpoint ({' '.join(str(e).split())[:120]})",
+                          fix="delete it and run `ovdiff models download paper`") from None
         model.name = name  # type: ignore[assignment]
         return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
@@ -76,7 +82,8 @@ def paper_preset() -> Preset:
                       _vit_loader(MAE_L16, MAE_L16_URL.rsplit("/", 1)[1], "mae-vitl16-448"),
                       (UrlFile(MAE_L16_URL, MAE_L16_URL.rsplit("/", 1)[1]),))
     cut = Component("cutler-cascade", "CutLER Cascade Mask R-CNN R50-FPN (needs detectron2)", cutler.load_cutler,
-                    (UrlFile(cutler.CUTLER_URL, cutler.CUTLER_FILE),), requires=("detectron2",))
+                    (UrlFile(cutler.CUTLER_URL, cutler.CUTLER_FILE),), requires=("detectron2",),
+                    install=f"install detectron2: {cutler.DETECTRON2_INSTALL}; or use `--proposer threshold`")
     return Preset("paper", "the models of the paper (real weights; `ovdiff models download paper`)", {
         "generator": sd15, "safety_checker": safety, "extractor.sd": sd15, "extractor.dino": dino,
         "extractor.clip": clip_b16, "extractor.mae": mae_b, "extractor.mae-l16": mae_l,

@@ -43,6 +43,7 @@ class Component:
     sources: tuple[Source, ...] = ()
     requires: tuple[str, ...] = ()
     tiny: bool = False
+    install: str = ""  # how to install ``requires`` when a plain `pip install` is not the way
 
     def missing_files(self) -> list[str]:
         return [name for s in self.sources for name in s.missing()]
@@ -163,7 +164,8 @@ def load(preset: str | Preset, slot: str, device: torch.device | str = "cpu",
         return _loaded[key]
     missing = comp.missing_packages()
     if missing:
-        raise ModelUnavailable(comp.key, "the Python environment", f"install {', '.join(missing)}")
+        raise ModelUnavailable(comp.key, "the Python environment",
+                               comp.install or f"install {', '.join(missing)} (pip install {' '.join(missing)})")
     files = comp.locate(p.name)
     log.logger.debug("loading %s for %s on %s (%s)", comp.key, slot, dev, dtype)
     try:

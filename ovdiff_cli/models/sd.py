@@ -153,13 +153,14 @@ def build_tiny_sd(device: torch.device, dtype: torch.dtype, seed: int = 0) -> St
         ))
     sd = StableDiffusion("tiny-sd", unet, vae, text_encoder, clip_tokenizer(), dict(SD15_SCHEDULER), tiny=True)
     for m in (sd.unet, sd.vae, sd.text_encoder):
-        m.to(dtype=dtype)
+        # nn.Module.to, not diffusers' override, which warns about fp32-only modules SD-1.5 lacks.
+        nn.Module.to(m, dtype=dtype)
     return _finish(sd, device)
 
 
 def _finish(sd: StableDiffusion, device: torch.device) -> StableDiffusion:
     for m in (sd.unet, sd.vae, sd.text_encoder):
-        m.to(device).eval().requires_grad_(False)
+        nn.Module.to(m, device).eval().requires_grad_(False)
     return sd
 
 

@@ -1,0 +1,40 @@
+"""The Python API underneath the commands: vocabularies, model presets and ovdiff's file formats.
+
+    python examples/python_api.py [OUTPUT_FOLDER]
+
+Builds the tiny preset's CLIP (random weights, no download), embeds a vocabulary's prompts and
+writes them as a bank file that `ovdiff info` can read back.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ovdiff_cli.formats import vocabulary
+from ovdiff_cli.formats.prototypes import Bank, BankSide, bank_path, read_bank, write_bank
+from ovdiff_cli.models import get_preset, load
+
+
+def main(out: Path) -> None:
+    vocab = vocabulary.parse("cat,dog,sky")
+    print("classes:", [(c.name, c.prompt, c.kind) for c in vocab.classes])
+
+    preset = get_preset("tiny")
+    clip = load(preset, "scorer")  # an OpenClip; on `paper` this is OpenAI's ViT-B/16
+    texts = clip.encode_texts(["a " + c.prompt for c in vocab.classes])  # [3, E], unit vectors
+
+    labels = torch.arange(1, len(vocab) + 1)
+    fg = BankSide(texts, labels, torch.zeros_like(labels), torch.zeros_like(labels))
+    empty = BankSide(torch.zeros(0, texts.shape[1]), *(torch.zeros(0, dtype=torch.int64),) * 3)
+    path = write_bank(bank_path(out, "text"), Bank(fg, empty, vocab, {"extractor": "text",
+                                                                      "models": preset.describe()}))
+    back = read_bank(path)
+    print(path, "holds", back.fg.vectors.shape[0], "rows for", back.vocabulary.names)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="ovdiff-example-")))

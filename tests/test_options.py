@@ -1,0 +1,68 @@
+"""Shared options: shards, devices, dtypes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ovdiff_cli.errors import BadInput
+from ovdiff_cli.options import Shard, parse_shard, resolve_device, resolve_dtype
+
+
+def test_shards_partition_the_work_in_order() -> None:
+    items = list(range(10))
+    parts = [Shard(k, 3).select(items) for k in (1, 2, 3)]
+    assert parts == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
+
+
+def test_more_shards_than_items_gives_empty_parts() -> None:
+    parts = [Shard(k, 4).select(["a", "b"]) for k in (1, 2, 3, 4)]
+    assert sorted(sum(parts, [])) == ["a", "b"]
+    assert [len(p) for p in parts] == [0, 1, 0, 1]
+
+
+@pytest.mark.parametrize("text,expected", [("1/1", Shard(1, 1)), ("2/8", Shard(2, 8)), (" 3 / 3 ", Shard(3, 3))])
+def test_parse_shard(text, expected) -> None:
+    assert parse_shard(text, environ={}) == expected
+
+
+@pytest.mark.parametrize("text", ["0/3", "4/3", "1/0", "a/b", "2", "1/2/3"])
+def test_bad_shards_are_input_errors(text) -> None:
+    with pytest.raises(BadInput):
+        parse_shard(text, environ={})
+
+
+def test_shard_from_a_slurm_array() -> None:
+    env = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_COUNT": "4"}
+    assert parse_shard(None, environ=env) == Shard(3, 4)
+    env = {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "9"}
+    assert parse_shard(None, environ=env) == Shard(1, 10)
+
+
+def test_explicit_shard_wins_over_slurm() -> None:
+    env = {"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "2"}
+    assert parse_shard("1/4", environ=env) == Shard(1, 4)
+
+
+def test_no_shard_means_all_the_work() -> None:
+    assert parse_shard(None, environ={}) == Shard(1, 1)
+
+
+def test_device_resolution() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    with pytest.raises(BadInput):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(BadInput, match="no CUDA GPU"):
+            resolve_device("cuda:0")
+
+
+def test_dtype_resolution() -> None:
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert resolve_dtype("auto", cpu) == torch.float32
+    assert resolve_dtype("auto", gpu) == torch.float16
+    assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
+    with pytest.raises(BadInput):
+        resolve_dtype("float8", cpu)
