@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
+import threading
 from typing import Any
 
 import click
@@ -30,6 +31,10 @@ class OneLineError(click.ClickException):
 
 class OvdiffGroup(click.Group):
     """A group whose commands come from an explicit list of ``module:attribute`` names."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        log.set_verbosity(0)  # each invocation starts from the default; -v/-q adjust it
+        return super().main(*args, **kwargs)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -63,9 +68,9 @@ def main() -> None:
     Each stage reads and writes files (safetensors, PNG, JSON Lines), prints the paths it wrote
     on stdout, and logs to stderr.
     """
-    log.set_verbosity(log.verbosity())
     # A terminated run unwinds like an interrupt, so atomic writers remove their temporary files.
-    signal.signal(signal.SIGTERM, _terminate)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
 
 
 def _terminate(_signum: int, _frame: Any) -> None:

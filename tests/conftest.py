@@ -35,3 +35,13 @@ def empty_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     torch.hub.set_dir(str(torch_home))
     yield tmp_path
     torch.hub.set_dir(old)
+
+
+@pytest.fixture(autouse=True)
+def _default_verbosity():
+    """Commands run in-process share the log level; start every test from the default."""
+    from ovdiff_cli import log
+
+    log.set_verbosity(0)
+    yield
+    log.set_verbosity(0)

@@ -66,3 +66,51 @@ def test_dtype_resolution() -> None:
     assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
     with pytest.raises(BadInput):
         resolve_dtype("float8", cpu)
+
+
+def _probe_command():
+    import click
+
+    from ovdiff_cli import options
+
+    @click.command()
+    @options.output("Where outputs go.")
+    @options.models
+    @options.vocab
+    @options.device
+    @options.dtype
+    @options.seed(42)
+    @options.batch_size(8)
+    @options.overwrite
+    @options.shard
+    @options.json_output
+    @options.verbosity
+    def probe(**kwargs):
+        click.echo(repr(sorted(kwargs.items())))
+
+    return probe
+
+
+def test_shared_options_parse_with_their_defaults(runner, monkeypatch) -> None:
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    result = runner.invoke(_probe_command(), [])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == repr(sorted({
+        "output": None, "models": "paper", "vocab": None, "device": "auto", "dtype": "auto", "seed": 42,
+        "batch_size": 8, "overwrite": False, "shard": Shard(1, 1), "as_json": False}.items()))
+
+
+def test_shared_options_take_values(runner) -> None:
+    result = runner.invoke(_probe_command(), ["-o", "out", "--models", "tiny", "--vocab", "voc", "--device", "cpu",
+                                              "--dtype", "float16", "--seed", "7", "--batch-size", "2",
+                                              "--overwrite", "--shard", "2/4", "--json", "-q"])
+    assert result.exit_code == 0
+    values = dict(eval(result.stdout))  # the repr of plain values and a Shard
+    assert values["shard"] == Shard(2, 4) and values["batch_size"] == 2 and values["dtype"] == "float16"
+
+
+@pytest.mark.parametrize("args", [["--shard", "5/4"], ["--batch-size", "0"], ["--dtype", "float8"]])
+def test_bad_shared_option_values_are_usage_errors(runner, args) -> None:
+    result = runner.invoke(_probe_command(), args)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output

@@ -32,6 +32,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except OSError as e:
         raise BadFile(target.parent, f"cannot write here ({e.strerror or e})",
                       fix="choose a writable folder with -o") from None
+    # mkstemp creates the file owner-only; give it the mode a plain open() would (0666 & ~umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -65,6 +65,8 @@ def _parse(obj: Any, where: str, path: Path) -> Candidates:
     scores = need("scores", dict)
     lists = {k: need(k, list) for k in ("kept", "subset", "active")}
     subset_score = need("subset_score", (int, float))
+    if not math.isfinite(subset_score):
+        raise BadFile(path, f"{where}: 'subset_score' is not a finite number", MADE_BY)
     for k, v in scores.items():
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
             raise BadFile(path, f"{where}: score of {k!r} is not a finite number", MADE_BY)
@@ -87,7 +89,7 @@ def read_candidates(path: str | os.PathLike[str]) -> list[Candidates]:
     except (OSError, UnicodeDecodeError) as e:
         raise BadFile(p, f"is not readable UTF-8 text ({e})", MADE_BY) from None
     out = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text.split("\n"), 1):  # JSON Lines breaks at \n only
         if not line.strip():
             continue
         try:

@@ -12,22 +12,14 @@ from ovdiff_cli.formats import tensorfile
 from ovdiff_cli.formats.candidates import read_candidates
 from ovdiff_cli.formats.images import open_image, png_metadata
 from ovdiff_cli.formats.prototypes import BANK, PROTOTYPES, read_bank, read_prototypes
-from ovdiff_cli.formats.supportset import ATTRIBUTION, CROSSATTN, SupportSet
+from ovdiff_cli.formats.supportset import ATTRIBUTION, CROSSATTN, SupportSet, read_attribution, read_crossattn
 from ovdiff_cli.formats.tensorfile import Schema
 
 
-def _check_support_tensors(path: Path, schema: Schema) -> None:
-    s = SupportSet(path.parent)
-    if schema is CROSSATTN:
-        s.read_crossattn() if path == s.crossattn_path else tensorfile.read(path, schema)
-    else:
-        s.read_attribution() if path == s.attribution_path else tensorfile.read(path, schema)
-
-
-#: Schema name → (schema, full semantic check).
+#: Schema name → (schema, reader that runs every check of the stage that consumes the file).
 SCHEMAS: dict[str, tuple[Schema, Callable[[Path], Any]]] = {
-    CROSSATTN.name: (CROSSATTN, lambda p: _check_support_tensors(p, CROSSATTN)),
-    ATTRIBUTION.name: (ATTRIBUTION, lambda p: _check_support_tensors(p, ATTRIBUTION)),
+    CROSSATTN.name: (CROSSATTN, read_crossattn),
+    ATTRIBUTION.name: (ATTRIBUTION, read_attribution),
     PROTOTYPES.name: (PROTOTYPES, read_prototypes),
     BANK.name: (BANK, read_bank),
 }
@@ -48,12 +40,9 @@ def _describe_tensors(p: Path) -> dict[str, Any]:
     schema, full_check = SCHEMAS[name]
     full_check(p)
     f = tensorfile.read(p, schema, load=False)
-    from safetensors import safe_open as _open
-
-    with _open(str(p), framework="pt") as h:
-        shapes = {k: list(h.get_slice(k).get_shape()) for k in h.keys()}
     return {"path": str(p), "kind": "tensors", "schema": schema.id, "made_by": schema.made_by,
-            "written_by": f"ovdiff {f.writer_version}", "tensors": shapes, "meta": f.meta}
+            "written_by": f"ovdiff {f.writer_version}", "tensors": {k: list(v) for k, v in f.shapes.items()},
+            "meta": f.meta}
 
 
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:

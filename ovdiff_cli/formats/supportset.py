@@ -173,27 +173,40 @@ class SupportSet:
             "phrase_positions": rec.phrase_positions}, meta)
 
     def read_crossattn(self) -> CrossAttention:
-        f = tensorfile.read(self.crossattn_path, CROSSATTN)
-        meta = dict(f.meta)
-        tokens, layers = meta.pop("tokens", None), meta.pop("layers", None)
-        if not isinstance(tokens, list) or not isinstance(layers, list):
-            raise BadFile(f.path, "lacks its token or layer names in the metadata", CROSSATTN.made_by)
-        rec = CrossAttention(f.tensors["attn"], f.tensors["counts"], f.tensors["positions"],
-                             f.tensors["phrase_positions"], tuple(tokens), tuple(layers), meta)
-        _check_crossattn(rec, f.path, strict=False)
-        return rec
+        return read_crossattn(self.crossattn_path)
 
     def write_attribution(self, att: Attribution) -> Path:
+        for name, t in (("attribution", att.maps), ("attribution64", att.maps64)):
+            if t.numel() and not (torch.isfinite(t).all() and t.min() >= 0 and t.max() <= 1):
+                raise ValueError(f"refusing to write {self.attribution_path}: '{name}' has values outside [0, 1]")
         return tensorfile.write(self.attribution_path, ATTRIBUTION,
                                 {"attribution": att.maps, "attribution64": att.maps64}, att.meta)
 
     def read_attribution(self) -> Attribution:
-        f = tensorfile.read(self.attribution_path, ATTRIBUTION)
-        maps, maps64 = f.tensors["attribution"], f.tensors["attribution64"]
-        for name, t in (("attribution", maps), ("attribution64", maps64)):
-            if t.numel() and not (torch.isfinite(t).all() and t.min() >= 0 and t.max() <= 1):
-                raise BadFile(f.path, f"tensor '{name}' has values outside [0, 1]", ATTRIBUTION.made_by)
-        return Attribution(maps, maps64, f.meta)
+        return read_attribution(self.attribution_path)
+
+
+def read_crossattn(path: str | os.PathLike[str]) -> CrossAttention:
+    """Read and check a recorded cross-attention file."""
+    f = tensorfile.read(path, CROSSATTN)
+    meta = dict(f.meta)
+    tokens, layers = meta.pop("tokens", None), meta.pop("layers", None)
+    if not isinstance(tokens, list) or not isinstance(layers, list):
+        raise BadFile(f.path, "lacks its token or layer names in the metadata", CROSSATTN.made_by)
+    rec = CrossAttention(f.tensors["attn"], f.tensors["counts"], f.tensors["positions"],
+                         f.tensors["phrase_positions"], tuple(tokens), tuple(layers), meta)
+    _check_crossattn(rec, f.path, strict=False)
+    return rec
+
+
+def read_attribution(path: str | os.PathLike[str]) -> Attribution:
+    """Read and check an attribution file (values must lie in [0, 1])."""
+    f = tensorfile.read(path, ATTRIBUTION)
+    maps, maps64 = f.tensors["attribution"], f.tensors["attribution64"]
+    for name, t in (("attribution", maps), ("attribution64", maps64)):
+        if t.numel() and not (torch.isfinite(t).all() and t.min() >= 0 and t.max() <= 1):
+            raise BadFile(f.path, f"tensor '{name}' has values outside [0, 1]", ATTRIBUTION.made_by)
+    return Attribution(maps, maps64, f.meta)
 
 
 def _check_crossattn(rec: CrossAttention, path: Path, strict: bool) -> None:

@@ -70,11 +70,11 @@ class TensorFile:
     tensors: dict[str, torch.Tensor]
     meta: dict[str, Any]
     dims: dict[str, int]
+    shapes: dict[str, tuple[int, ...]]
     writer_version: str
 
 
-def _check_shapes(schema: Schema, shapes: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, str],
-                  where: str) -> dict[str, int]:
+def _check_shapes(schema: Schema, shapes: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, str]) -> dict[str, int]:
     """Check names, dtypes and shapes; return the bound symbols. Raise ValueError(message)."""
     dims: dict[str, int] = {}
     unknown = sorted(set(shapes) - set(schema.tensors))
@@ -113,12 +113,12 @@ def write(path: str | os.PathLike[str], schema: Schema, tensors: Mapping[str, to
 
     A mismatch with the schema here is a bug in the caller, hence ``ValueError``.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     dtypes = {k: _dtype_name(v.dtype) for k, v in tensors.items()}
     try:
-        _check_shapes(schema, shapes, dtypes, str(path))
+        _check_shapes(schema, shapes, dtypes)
     except ValueError as e:
         raise ValueError(f"refusing to write {path}: {e}") from None
     header = {
@@ -127,9 +127,23 @@ def write(path: str | os.PathLike[str], schema: Schema, tensors: Mapping[str, to
         "meta": json.dumps(dict(meta), sort_keys=True, ensure_ascii=False, allow_nan=False),
     }
     cpu = _own_storage({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
+    data = _sorted_header(save(cpu, metadata=header))
     with atomic_path(path) as tmp:
-        save_file(cpu, str(tmp), metadata=header)
+        tmp.write_bytes(data)
     return Path(path)
+
+
+def _sorted_header(blob: bytes) -> bytes:
+    """Re-serialise a safetensors header with sorted keys.
+
+    safetensors writes its header maps in hash order, which varies between processes; sorting
+    makes equal inputs give equal bytes. Tensor offsets are relative to the data section, which
+    is unchanged; the header is padded with spaces to a multiple of 8 bytes, as the format asks.
+    """
+    n = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + blob[8 + n :]
 
 
 def _own_storage(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -196,7 +210,7 @@ def read(path: str | os.PathLike[str], schema: Schema, *, load: bool = True) -> 
     except Exception as e:
         raise BadFile(p, f"is not a readable safetensors file ({_short(e)})", schema.made_by) from None
     try:
-        dims = _check_shapes(schema, shapes, dtypes, str(p))
+        dims = _check_shapes(schema, shapes, dtypes)
     except ValueError as e:
         raise BadFile(p, str(e), schema.made_by) from None
     tensors: dict[str, torch.Tensor] = {}
@@ -205,7 +219,7 @@ def read(path: str | os.PathLike[str], schema: Schema, *, load: bool = True) -> 
             tensors = {k: handle.get_tensor(k) for k in keys}
         except Exception as e:
             raise BadFile(p, f"has unreadable tensor data ({_short(e)}); it may be truncated", schema.made_by) from None
-    return TensorFile(p, tensors, meta, dims, header.get("ovdiff", "?"))
+    return TensorFile(p, tensors, meta, dims, shapes, header.get("ovdiff", "?"))
 
 
 _SAFE_DTYPES = {"F32": "float32", "F16": "float16", "I64": "int64", "I32": "int32", "U8": "uint8",

@@ -151,9 +151,9 @@ def build(name: str, entries: Iterable[tuple[str, str | None, str | None]], over
             raise BadInput(f"{src}: class {key!r} has kind {kind!r}", "write thing or stuff")
         classes.append(VocabClass(key, phrase, kind, slug))  # type: ignore[arg-type]
     if not classes:
-        raise BadInput(f"{src} is empty", "name at least one class")
+        raise BadInput(f"{src}: the vocabulary is empty", "name at least one class")
     if len(classes) > MAX_CLASSES:
-        raise BadInput(f"{src} has {len(classes)} classes, at most {MAX_CLASSES} fit in a label map",
+        raise BadInput(f"{src}: {len(classes)} classes, at most {MAX_CLASSES} fit in a label map",
                        "split the vocabulary")
     return Vocabulary(name, tuple(classes))
 
@@ -169,7 +169,8 @@ def read_file(path: str | Path, overlay: bool = True) -> Vocabulary:
     except (OSError, UnicodeDecodeError) as e:
         raise BadFile(p, f"is not a readable UTF-8 text file ({e})", fix="save it as UTF-8 text") from None
     entries: list[tuple[str, str | None, str | None]] = []
-    for lineno, raw in enumerate(text.splitlines(), 1):
+    for lineno, raw in enumerate(text.split("\n"), 1):  # \n only: other breaks are part of a name
+        raw = raw.removesuffix("\r")
         line = raw.split("#", 1)[0].rstrip()
         if not line.strip():
             continue

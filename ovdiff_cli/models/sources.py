@@ -82,8 +82,9 @@ class HubFiles:
         """Fetch the missing files into the cache; return every file's local path."""
         from huggingface_hub import constants, hf_hub_download
 
-        if self.locate() is not None:
-            return self.locate()  # type: ignore[return-value]
+        found = self.locate()
+        if found is not None:
+            return found
         if _hub_offline():
             raise ModelUnavailable(model, self.where(), "HF_HUB_OFFLINE is set; unset it to download")
         _probe(constants.ENDPOINT, model, self.where())
@@ -131,8 +132,9 @@ class UrlFile:
 
         from ovdiff_cli import log
 
-        if self.locate() is not None:
-            return self.locate()  # type: ignore[return-value]
+        found = self.locate()
+        if found is not None:
+            return found
         _probe(self.url, model, self.where())
         try:
             with urllib.request.urlopen(self.url, timeout=30) as resp, atomic_open(self.path(), "wb") as out:

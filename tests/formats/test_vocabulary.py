@@ -118,8 +118,6 @@ def test_voc_renamed_keys_that_are_right():
     assert all(c.kind == "thing" for c in voc.classes)
 
 
-@pytest.mark.xfail(reason="BUG: vocabulary.py:42-43 _VOC lacks 'person' (label 15): 19 classes, "
-                          "pottedplant at 15 and monitor at 19 instead of 16 and 20", strict=True)
 def test_voc_has_twenty_classes_in_method_order():
     voc = builtin("voc")
     assert len(voc) == 20
@@ -327,9 +325,6 @@ def test_file_too_many_classes(tmp_path: Path):
     one_line_with(e.value, str(p), "255", "254")
 
 
-@pytest.mark.xfail(reason="BUG: vocabulary.py:189 strips only '<path>: ' from build()'s message, but build's "
-                          "'is empty' (line 154) and 'has N classes' (line 156) messages have no colon after the "
-                          "path, so the path is printed twice ('v.txt: v.txt is empty')", strict=True)
 @pytest.mark.parametrize("text", ["# nothing\n", "".join(f"c{i}\n" for i in range(255))],
                          ids=["empty", "255-classes"])
 def test_file_error_names_path_once(tmp_path: Path, text: str):
@@ -340,9 +335,6 @@ def test_file_error_names_path_once(tmp_path: Path, text: str):
     assert str(e.value).count(str(p)) == 1, str(e.value)
 
 
-@pytest.mark.xfail(reason="BUG: vocabulary.py:172 uses str.splitlines(), which also breaks lines at form feed, "
-                          "\\x1c-\\x1e, NEL and U+2028, so 'cat\\x0cdog' becomes two classes and later line "
-                          "numbers shift", strict=True)
 def test_file_lines_are_newline_separated_only(tmp_path: Path):
     p = tmp_path / "v.txt"
     p.write_text("cat\x0cdog\nbird\tb\tanimal\n", encoding="utf-8")

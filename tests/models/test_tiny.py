@@ -35,9 +35,12 @@ def clip() -> OpenClip:
 def test_tiny_models_build_in_well_under_a_second(slot) -> None:
     comp = registry.get_preset("tiny").component(slot)
     comp.loader({}, CPU, torch.float32)  # first build pays for lazy imports and the tokenizer cache
-    start = time.perf_counter()
-    comp.loader({}, CPU, torch.float32)
-    assert time.perf_counter() - start < 0.5
+    times = []
+    for _ in range(3):  # best of three: the machine may be busy with other work
+        start = time.perf_counter()
+        comp.loader({}, CPU, torch.float32)
+        times.append(time.perf_counter() - start)
+    assert min(times) < 0.5
 
 
 def test_tiny_builds_are_deterministic() -> None:

@@ -1,0 +1,213 @@
+"""`ovdiff info`: one JSON line per valid file; one `ovdiff: error:` line and exit 1 for bad ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from click.testing import CliRunner
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ovdiff_cli import __version__
+from ovdiff_cli.cli import main
+from ovdiff_cli.formats import tensorfile
+from ovdiff_cli.formats.candidates import Candidates, write_candidates
+from ovdiff_cli.formats.prototypes import (
+    PROTOTYPES, Bank, BankSide, PrototypeSide, Prototypes, write_bank, write_prototypes)
+from ovdiff_cli.formats.supportset import ATTRIBUTION, Attribution, CrossAttention, SupportSet
+from ovdiff_cli.formats.vocabulary import from_words
+
+D = 4
+
+
+def prototypes() -> Prototypes:
+    g = torch.Generator().manual_seed(0)
+    fg = PrototypeSide(torch.randn(1, D, generator=g), torch.randn(2, D, generator=g), torch.tensor([0, 3]),
+                       torch.randn(3, D, generator=g), torch.tensor([[0, 1, 2], [1, 0, 0]]), torch.tensor([2, 0]))
+    return Prototypes(fg, PrototypeSide.empty(D), {"class": "cat", "extractor": "dino", "clusters": 3})
+
+
+def bank() -> Bank:
+    v = torch.eye(D)[:3]
+    side = BankSide(v, torch.tensor([1, 2, 2]), torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1]))
+    empty = BankSide(torch.zeros(0, D), *(torch.zeros(0, dtype=torch.int64) for _ in range(3)))
+    return Bank(side, empty, from_words(["cat", "sky"]), {"extractor": "dino"})
+
+
+def invoke(*paths: Path | str):
+    return CliRunner().invoke(main, ["info", *map(str, paths)])
+
+
+def check_ok(result, lines: int) -> list[dict]:
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert result.stderr == ""
+    out = result.stdout.splitlines()
+    assert len(out) == lines, result.stdout
+    return [json.loads(line) for line in out]
+
+
+def check_error(result, *needles: str) -> str:
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert isinstance(result.exception, SystemExit)
+    for text in (result.stdout, result.stderr, result.output):
+        assert "Traceback" not in text
+    err = result.stderr.splitlines()
+    assert len(err) == 1, result.stderr
+    assert err[0].startswith("ovdiff: error: ")
+    for needle in needles:
+        assert needle in err[0], (needle, err[0])
+    return err[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# valid files
+
+
+def test_info_prototypes(tmp_path: Path):
+    path = tmp_path / "cat.dino.safetensors"
+    write_prototypes(path, prototypes())
+    (obj,) = check_ok(invoke(path), 1)
+    assert obj["schema"] == "ovdiff.prototypes/1"
+    assert obj["path"] == str(path) and obj["kind"] == "tensors"
+    assert obj["made_by"] == "ovdiff prototype"
+    assert obj["written_by"] == f"ovdiff {__version__}"
+    assert obj["meta"] == {"class": "cat", "extractor": "dino", "clusters": 3}
+    assert obj["tensors"] == {
+        "fg.class": [1, D], "fg.instance": [2, D], "fg.instance_image": [2], "fg.part": [3, D],
+        "fg.pooled_index": [2, 3], "fg.pooled_label": [2],
+        "bg.class": [0, D], "bg.instance": [0, D], "bg.instance_image": [0], "bg.part": [0, D],
+        "bg.pooled_index": [0, 3], "bg.pooled_label": [0]}
+
+
+def test_info_bank(tmp_path: Path):
+    path = tmp_path / "bank.dino.safetensors"
+    write_bank(path, bank())
+    (obj,) = check_ok(invoke(path), 1)
+    assert obj["schema"] == "ovdiff.bank/1" and obj["made_by"] == "ovdiff filter-stuff"
+    assert obj["meta"]["vocabulary"] == {"name": "words", "classes": [["cat", "cat", "thing"], ["sky", "sky", "stuff"]]}
+    assert obj["tensors"]["fg"] == [3, D] and obj["tensors"]["bg"] == [0, D]
+
+
+def test_info_support_set_and_its_files(tmp_path: Path):
+    s = SupportSet(tmp_path / "cat")
+    s.write_image(0, np.zeros((4, 4, 3), dtype=np.uint8), {"class": "cat", "seed": 42})
+    s.write_image(1, np.ones((4, 4, 3), dtype=np.uint8), {"class": "cat", "seed": 42})
+    s.write_mask(0, np.zeros((4, 4), dtype=np.uint8), {"mode": "cutler"})
+    s.write_crossattn(CrossAttention(torch.zeros(2, 1, 1, 2, 2), torch.ones(2, 1, dtype=torch.int64),
+                                     torch.tensor([6]), torch.tensor([6]), ("cat</w>",), ("mid",), {"steps": 30}))
+    folder, ca, img, mask = check_ok(invoke(s.path, s.crossattn_path, s.image_path(1), s.mask_path(0)), 4)
+    assert folder == {"path": str(s.path), "kind": "support-set", "images": 2, "crossattn": True,
+                      "attribution": False, "masks": 1,
+                      "meta": {"schema": "ovdiff.support-image/1", "class": "cat", "seed": 42}}
+    assert ca["schema"] == "ovdiff.crossattn/1" and ca["tensors"]["attn"] == [2, 1, 1, 2, 2]
+    assert ca["meta"] == {"steps": 30, "tokens": ["cat</w>"], "layers": ["mid"]}
+    assert img == {"path": str(s.image_path(1)), "kind": "image", "mode": "RGB", "size": [4, 4],
+                   "meta": {"schema": "ovdiff.support-image/1", "class": "cat", "seed": 42}}
+    assert mask["mode"] == "P" and mask["meta"] == {"schema": "ovdiff.mask/1", "mode": "cutler"}
+
+
+def test_info_candidates(tmp_path: Path):
+    path = tmp_path / "c.jsonl"
+    write_candidates(path, [Candidates("a.jpg", {"cat": 1.0}, ["cat"], ["cat"], 0.3, ["cat"]),
+                            Candidates("b.jpg", {"cat": 1.0}, ["cat"], ["cat"], 0.3, ["cat"])])
+    (obj,) = check_ok(invoke(path), 1)
+    assert obj == {"path": str(path), "kind": "candidates", "images": 2}
+
+
+# ---------------------------------------------------------------------------------------------
+# bad files
+
+
+def test_info_truncated(tmp_path: Path):
+    path = tmp_path / "cat.dino.safetensors"
+    write_prototypes(path, prototypes())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    check_error(invoke(path), str(path), "truncated")
+
+
+def test_info_foreign_schema(tmp_path: Path):
+    path = tmp_path / "other.safetensors"
+    save_file({"x": torch.zeros(2)}, str(path), metadata={"schema": "someone.else/1"})
+    check_error(invoke(path), str(path), "not an ovdiff file", "someone.else/1", "ovdiff.prototypes/1")
+
+
+def test_info_plain_safetensors(tmp_path: Path):
+    path = tmp_path / "model.safetensors"
+    save_file({"x": torch.zeros(2)}, str(path))
+    check_error(invoke(path), str(path), "not an ovdiff file")
+
+
+def test_info_missing(tmp_path: Path):
+    path = tmp_path / "nope.dino.safetensors"
+    check_error(invoke(path), str(path), "does not exist")
+
+
+def test_info_newer_version(tmp_path: Path):
+    path = tmp_path / "cat.dino.safetensors"
+    write_prototypes(path, prototypes())
+    with safe_open(str(path), framework="pt") as h:
+        tensors = {k: h.get_tensor(k) for k in h.keys()}
+    save_file(tensors, str(path), metadata={"schema": "ovdiff.prototypes/2", "meta": "{}"})
+    check_error(invoke(path), str(path), "ovdiff.prototypes/2", "newer")
+
+
+def test_info_semantic_check_of_prototypes(tmp_path: Path):
+    p = prototypes()
+    nan_part = p.fg.part.clone()
+    nan_part[0, 0] = float("nan")
+    path = tmp_path / "cat.dino.safetensors"
+    tensors = {"fg.class": p.fg.class_proto, "fg.instance": p.fg.instance, "fg.instance_image": p.fg.instance_image,
+               "fg.part": nan_part, "fg.pooled_index": p.fg.pooled_index, "fg.pooled_label": p.fg.pooled_label}
+    tensors.update({k.replace("fg.", "bg."): v[:0] for k, v in tensors.items()})
+    tensorfile.write(path, PROTOTYPES, tensors, p.meta)
+    check_error(invoke(path), str(path), "non-finite fg part")
+
+
+def test_info_attribution_range_in_support_set(tmp_path: Path):
+    s = SupportSet(tmp_path)
+    tensorfile.write(s.attribution_path, ATTRIBUTION,
+                     {"attribution": torch.full((1, 4, 4), 2.0), "attribution64": torch.zeros(1, 2, 2)}, {})
+    check_error(invoke(s.attribution_path), str(s.attribution_path), "outside [0, 1]")
+
+
+def test_info_attribution_range_when_renamed(tmp_path: Path):
+    """A copied or renamed attribution file gets the same [0, 1] check as one inside a support set."""
+    path = tmp_path / "cat-attribution.safetensors"
+    # The writer refuses such values, so write the file below the semantic checks.
+    tensorfile.write(path, ATTRIBUTION, {"attribution": torch.full((1, 4, 4), 2.0),
+                                         "attribution64": torch.zeros(1, 2, 2)}, {})
+    check_error(invoke(path), str(path), "outside [0, 1]")
+
+
+def test_info_bad_candidates_line(tmp_path: Path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"image": "a"}\n', encoding="utf-8")
+    check_error(invoke(path), str(path), "line 1", "lacks")
+
+
+def test_info_unknown_kind_and_empty_folder(tmp_path: Path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    check_error(invoke(path), str(path), "unknown kind")
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    check_error(invoke(folder), str(folder), "not a support-set folder")
+
+
+def test_info_stops_at_first_bad_file(tmp_path: Path):
+    good = tmp_path / "cat.dino.safetensors"
+    write_prototypes(good, prototypes())
+    missing = tmp_path / "missing.safetensors"
+    result = invoke(good, missing, good)
+    check_error(result, str(missing), "does not exist")
+    out = result.stdout.splitlines()
+    assert len(out) == 1 and json.loads(out[0])["schema"] == "ovdiff.prototypes/1"
+
+
+def test_info_needs_a_path():
+    result = CliRunner().invoke(main, ["info"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
