@@ -14,18 +14,7 @@ from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats import images, labelmap
 from ovdiff_cli.formats.images import png_metadata, read_rgb, to_rgb8, write_png, write_rgb_png
 from ovdiff_cli.formats.labelmap import PALETTE, read_label_map, read_label_map_meta, write_label_map
-
-
-def one_line_with(err: Exception, *parts: str) -> str:
-    text = str(err)
-    assert "\n" not in text
-    for part in parts:
-        assert part in text, (part, text)
-    return text
-
-
-def only_files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+from tests.formats.util import one_line_with, only_files
 
 
 # ---------------------------------------------------------------------------------------------

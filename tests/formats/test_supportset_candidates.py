@@ -13,14 +13,7 @@ from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats.candidates import Candidates, read_candidates, write_candidates
 from ovdiff_cli.formats.labelmap import write_label_map
 from ovdiff_cli.formats.supportset import IMAGE_SCHEMA, MASK_SCHEMA, SupportSet
-
-
-def one_line_with(err: Exception, *parts: str) -> str:
-    text = str(err)
-    assert "\n" not in text
-    for part in parts:
-        assert part in text, (part, text)
-    return text
+from tests.formats.util import one_line_with
 
 
 def rgb(seed: int, size: int = 8) -> np.ndarray:

@@ -23,14 +23,7 @@ from ovdiff_cli.formats.prototypes import (
 from ovdiff_cli.formats.supportset import ATTRIBUTION, CROSSATTN, Attribution, CrossAttention, SupportSet
 from ovdiff_cli.formats.tensorfile import Schema, TensorSpec
 from ovdiff_cli.formats.vocabulary import build, from_words
-
-
-def one_line_with(err: Exception, *parts: str) -> str:
-    text = str(err)
-    assert "\n" not in text
-    for part in parts:
-        assert part in text, (part, text)
-    return text
+from tests.formats.util import one_line_with
 
 
 def listing(folder: Path) -> list[str]:

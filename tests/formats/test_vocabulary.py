@@ -12,14 +12,7 @@ import pytest
 from ovdiff_cli.errors import BadFile, BadInput
 from ovdiff_cli.formats import thingstuff, vocabulary
 from ovdiff_cli.formats.vocabulary import Vocabulary, build, builtin, from_words, parse, read_file, slugify
-
-
-def one_line_with(err: Exception, *parts: str) -> str:
-    text = str(err)
-    assert "\n" not in text
-    for part in parts:
-        assert part in text, (part, text)
-    return text
+from tests.formats.util import one_line_with
 
 
 # ---------------------------------------------------------------------------------------------
