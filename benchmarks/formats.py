@@ -40,14 +40,15 @@ def main() -> None:
     args = parser.parse_args()
     folder = args.folder or Path(tempfile.mkdtemp(prefix="ovdiff-bench-"))
     g = torch.Generator().manual_seed(0)
+    prov = {"models": {"preset": "benchmark", "tiny": True, "components": {}}, "inputs": {}}
 
     s = SupportSet(folder / "cat")
     rec = CrossAttention(torch.rand(32, 16, 9, 64, 64, generator=g), torch.full((32, 16), 240),
                          torch.arange(1, 10), torch.tensor([6]), tuple("abcdefghi"), tuple(f"l{i}" for i in range(16)),
-                         {"class": "cat"})
+                         {**prov, "class": "cat", "prompt": "A good picture of a cat"})
     timed("write crossattn (32x16x9x64x64)", lambda: s.write_crossattn(rec), s.crossattn_path)
     timed("read crossattn", s.read_crossattn, s.crossattn_path)
-    att = Attribution(torch.rand(32, 512, 512, generator=g), torch.rand(32, 64, 64, generator=g), {})
+    att = Attribution(torch.rand(32, 512, 512, generator=g), torch.rand(32, 64, 64, generator=g), {**prov, "class": "cat"})
     timed("write attribution (32x512x512)", lambda: s.write_attribution(att), s.attribution_path)
     timed("read attribution", s.read_attribution, s.attribution_path)
 
@@ -57,19 +58,19 @@ def main() -> None:
                              torch.arange(32), torch.randn(32, 7680, generator=g),
                              torch.randint(0, 64, (p, 3), generator=g), torch.randint(0, 32, (p,), generator=g))
 
-    protos = Prototypes(side(), side(), {"class": "cat", "extractor": "sd"})
+    protos = Prototypes(side(), side(), {**prov, "class": "cat", "extractor": "sd"})
     ppath = folder / "cat.sd.safetensors"
     timed("write SD prototypes (7680-d)", lambda: write_prototypes(ppath, protos), ppath)
     timed("read SD prototypes", lambda: read_prototypes(ppath), ppath)
 
     vocab = builtin("voc")
-    rows = 21 * 65
+    rows = 20 * 65  # VOC: 20 classes × (1 + 32 + 32) prototypes
     vec = torch.nn.functional.normalize(torch.randn(rows, 7680, generator=g), dim=1)
     owner = torch.arange(rows) % 20 + 1
     bside = BankSide(vec, owner, torch.zeros(rows, dtype=torch.int64), torch.zeros(rows, dtype=torch.int64))
-    bank = Bank(bside, bside, vocab, {"extractor": "sd"})
+    bank = Bank(bside, bside, vocab, {**prov, "extractor": "sd"})
     bpath = folder / "bank.sd.safetensors"
-    timed("write SD bank (VOC, 2x1365 rows)", lambda: write_bank(bpath, bank), bpath)
+    timed("write SD bank (VOC, 2x1300 rows)", lambda: write_bank(bpath, bank), bpath)
     timed("read SD bank", lambda: read_bank(bpath), bpath)
 
 

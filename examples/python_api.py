@@ -30,8 +30,8 @@ def main(out: Path) -> None:
     labels = torch.arange(1, len(vocab) + 1)
     fg = BankSide(texts, labels, torch.zeros_like(labels), torch.zeros_like(labels))
     empty = BankSide(torch.zeros(0, texts.shape[1]), *(torch.zeros(0, dtype=torch.int64),) * 3)
-    path = write_bank(bank_path(out, "text"), Bank(fg, empty, vocab, {"extractor": "text",
-                                                                      "models": preset.describe()}))
+    meta = {"extractor": "text", "models": preset.describe(), "inputs": {}}  # provenance every bank carries
+    path = write_bank(bank_path(out, "text"), Bank(fg, empty, vocab, meta))
     back = read_bank(path)
     print(path, "holds", back.fg.vectors.shape[0], "rows for", back.vocabulary.names)
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ovdiff_cli.formats.atomic import write_bytes
+
 SCRIPT = r"""
 import signal, sys, time
 from ovdiff_cli.cli import _terminate
@@ -44,4 +46,21 @@ def test_killed_write_leaves_no_target(tmp_path: Path) -> None:
     proc.wait(timeout=30)
     # SIGKILL cannot be caught: only a hidden temporary file may remain, never the target.
     assert not target.exists()
-    assert all(p.name.startswith(".cat.dino.safetensors.") and p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    left = list(tmp_path.iterdir())
+    assert len(left) == 1 and left[0].name.startswith(".cat.dino.safetensors.") and left[0].name.endswith(".tmp")
+    # The next write of the same target (the resumed run) removes what the killed writer left.
+    write_bytes(target, b"done")
+    assert [p.name for p in tmp_path.iterdir()] == ["cat.dino.safetensors"]
+    assert target.read_bytes() == b"done"
+
+
+def test_a_live_writers_temporary_file_is_left_alone(tmp_path: Path) -> None:
+    target = tmp_path / "bank.sd.safetensors"
+    proc = _start(target)
+    try:
+        write_bytes(target, b"other writer")
+        names = sorted(p.name for p in tmp_path.iterdir())
+        assert names[0].startswith(".bank.sd.safetensors.") and names[1] == "bank.sd.safetensors"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)

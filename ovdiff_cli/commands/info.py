@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -13,12 +14,15 @@ from ovdiff_cli import options
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @options.verbosity
 def info(paths: tuple[str, ...]) -> None:
-    """Check each PATH (a file or support-set folder ovdiff wrote) and print one JSON object per line:
-    its schema, tensor shapes and the metadata (class, models, parameters, input hashes).
+    """Check each PATH (a file or support-set folder ovdiff wrote; `-` reads paths from stdin, one
+    per line) and print one JSON object per line: its schema, tensor shapes and the metadata
+    (class, models, parameters, input hashes).
 
-    Exits with 1 at the first file that is missing, truncated or of a foreign schema.
+    A support-set folder is checked file by file. Exits with 1 at the first file that is
+    missing, truncated or of a foreign schema.
     """
-    from ovdiff_cli.formats.inspect import describe
+    from ovdiff_cli.stages.info import describe_all
 
-    for path in paths:
-        click.echo(json.dumps(describe(path), ensure_ascii=False))
+    expanded = [line.strip() for p in paths for line in (sys.stdin if p == "-" else [p]) if line.strip()]
+    for record in describe_all(expanded):
+        click.echo(json.dumps(record, ensure_ascii=False))

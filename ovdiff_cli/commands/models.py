@@ -13,6 +13,8 @@ from ovdiff_cli.errors import OvdiffError
 def _rows(statuses: list) -> None:
     for s in statuses:
         state = "ready" if s.ready else "missing " + ", ".join(list(s.missing_files) + list(s.missing_packages))
+        if s.optional and not s.ready:
+            state += " (optional)"
         click.echo(f"{s.preset}\t{s.key}\t{','.join(s.slots)}\t{state}\t{s.where}")
 
 
@@ -30,11 +32,9 @@ def list_presets(as_json: bool) -> None:
 
     Columns (tab-separated): preset, slot, model, description.
     """
-    from ovdiff_cli.models.registry import presets
+    from ovdiff_cli.stages.models import describe_presets
 
-    entries = [{"preset": p.name, "description": p.description, "tiny": p.tiny,
-                "slots": {slot: {"model": c.key, "description": c.description} for slot, c in p.slots.items()}}
-               for p in presets()]
+    entries = describe_presets()
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
@@ -51,7 +51,8 @@ def check(presets: tuple[str, ...], as_json: bool) -> None:
     """Say which models of the presets (all when none named) can be loaded here, without the network.
 
     Columns (tab-separated): preset, model, slots, state, where it is looked for. Exits with 1
-    when a model is missing.
+    when a required model is missing; optional ones (MAE, the safety checker, CutLER) are listed
+    but do not fail the check.
     """
     from ovdiff_cli.stages.models import check as check_stage
 
@@ -60,12 +61,13 @@ def check(presets: tuple[str, ...], as_json: bool) -> None:
         click.echo(json.dumps([s.to_json() for s in statuses], indent=2))
     else:
         _rows(statuses)
-    missing = [s for s in statuses if not s.ready]
+    missing = [s for s in statuses if not s.ready and not s.optional]
     if missing:
-        names = sorted({s.preset for s in missing})
-        raise OvdiffError(f"{len(missing)} model(s) cannot be loaded here: {', '.join(s.key for s in missing)}",
-                          "run " + " and ".join(f"`ovdiff models download {n}`" for n in names)
-                          + " (missing packages are named above)")
+        names = sorted({s.preset for s in missing if s.missing_files})
+        fixes = [f"`ovdiff models download {n}`" for n in names]
+        fixes += [s.install or f"`pip install {' '.join(s.missing_packages)}`" for s in missing if s.missing_packages]
+        raise OvdiffError(f"{len(missing)} required model(s) cannot be loaded here: "
+                          f"{', '.join(s.key for s in missing)}", "run " + " and ".join(fixes))
 
 
 @models.command("download", epilog="Example: ovdiff models download paper")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,24 +20,55 @@ from ovdiff_cli.errors import BadFile
 
 TMP_SUFFIX = ".tmp"
 
+# Read once: querying the umask means setting it, which is process-wide and racy in threads.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+def _sweep_stale(target: Path) -> None:
+    """Remove temporary files of ``target`` left by writers on this host that were killed."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.{re.escape(_HOST)}\.(\d+)\..*{re.escape(TMP_SUFFIX)}$")
+    for p in target.parent.glob(f".{_glob_escape(target.name)}.*{TMP_SUFFIX}"):
+        m = pattern.match(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _glob_escape(name: str) -> str:
+    return re.sub(r"([*?[])", r"[\1]", name)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success rename it to ``path``.
 
-    For writers that insist on opening the file themselves (safetensors, PIL).
+    For writers that insist on opening the file themselves. The temporary name carries the
+    host and process id, so a later write of the same target removes what a killed one left.
     """
     target = Path(path)
+    if target.is_dir():
+        raise BadFile(target, "is a folder, cannot write a file there", fix="choose another output path")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
+        _sweep_stale(target)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{_HOST}.{os.getpid()}.", suffix=TMP_SUFFIX,
+                                        dir=target.parent)
     except OSError as e:
         raise BadFile(target.parent, f"cannot write here ({e.strerror or e})",
                       fix="choose a writable folder with -o") from None
-    # mkstemp creates the file owner-only; give it the mode a plain open() would (0666 & ~umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it owner-only; give it plain open()'s mode
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -43,6 +76,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, target)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise BadFile(target, f"could not be written ({e.strerror or e})",
+                      fix="check the free space and permissions of its folder") from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

@@ -68,7 +68,7 @@ def read_rgb(path: str | os.PathLike[str], made_by: str | None = None) -> tuple[
 
 def png_metadata(im: Image.Image, path: str | os.PathLike[str], made_by: str | None = None) -> dict[str, Any]:
     """The ovdiff JSON object stored in a PNG's text chunk, or {} when there is none."""
-    raw = getattr(im, "text", {}).get(TEXT_KEY) if hasattr(im, "text") else im.info.get(TEXT_KEY)
+    raw = im.info.get(TEXT_KEY)  # PNG text chunks land in info once the image is loaded
     if raw is None:
         return {}
     try:

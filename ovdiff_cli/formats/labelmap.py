@@ -43,10 +43,8 @@ def write_label_map(path: str | os.PathLike[str], labels: np.ndarray, meta: dict
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.dtype != np.uint8:
         raise ValueError(f"a label map is uint8 [H, W], got {labels.dtype} {list(labels.shape)}")
-    im = Image.fromarray(labels, mode="L").convert("P")
-    im.putpalette(PALETTE.tobytes())
-    # convert("P") from "L" may remap indices; put the raw bytes back so index == label.
-    im.frombytes(labels.tobytes())
+    im = Image.fromarray(labels, mode="L")
+    im.putpalette(PALETTE.tobytes())  # turns the L image into P with index == label
     return write_png(path, im, meta)
 
 

@@ -38,7 +38,8 @@ def _side_specs(side: str) -> dict[str, TensorSpec]:
     }
 
 
-PROTOTYPES = Schema("ovdiff.prototypes", 1, "ovdiff prototype", {**_side_specs("fg"), **_side_specs("bg")})
+PROTOTYPES = Schema("ovdiff.prototypes", 1, "ovdiff prototype", {**_side_specs("fg"), **_side_specs("bg")},
+                    meta_keys=("class", "extractor", "models", "inputs"))
 
 
 def _bank_specs(side: str) -> dict[str, TensorSpec]:
@@ -51,7 +52,8 @@ def _bank_specs(side: str) -> dict[str, TensorSpec]:
     }
 
 
-BANK = Schema("ovdiff.bank", 1, "ovdiff filter-stuff", {**_bank_specs("fg"), **_bank_specs("bg")})
+BANK = Schema("ovdiff.bank", 1, "ovdiff filter-stuff", {**_bank_specs("fg"), **_bank_specs("bg")},
+              meta_keys=("extractor", "models", "inputs", "vocabulary"))
 
 
 @dataclass(frozen=True)
@@ -128,8 +130,6 @@ def write_prototypes(path: str | os.PathLike[str], protos: Prototypes) -> Path:
     problems = _side_problems("fg", protos.fg) + _side_problems("bg", protos.bg)
     if protos.fg.class_proto.shape[0] != 1:
         problems.append("no foreground class prototype")
-    if not {"class", "extractor"} <= protos.meta.keys():
-        problems.append("metadata without class and extractor")
     if problems:
         raise ValueError(f"refusing to write {path}: " + "; ".join(problems))
     tensors: dict[str, torch.Tensor] = {}
@@ -151,8 +151,6 @@ def read_prototypes(path: str | os.PathLike[str]) -> Prototypes:
     problems = _side_problems("fg", sides["fg"]) + _side_problems("bg", sides["bg"])
     if sides["fg"].class_proto.shape[0] != 1:
         problems.append("no foreground class prototype")
-    if not {"class", "extractor"} <= f.meta.keys():
-        problems.append("metadata without class and extractor")
     if problems:
         raise BadFile(f.path, "has " + "; ".join(problems), PROTOTYPES.made_by)
     return Prototypes(sides["fg"], sides["bg"], f.meta)
@@ -201,8 +199,6 @@ def write_bank(path: str | os.PathLike[str], bank: Bank) -> Path:
     """Write a bank atomically; the vocabulary goes into the metadata."""
     n = len(bank.vocabulary)
     problems = _bank_problems("fg", bank.fg, n) + _bank_problems("bg", bank.bg, n)
-    if "extractor" not in bank.meta:
-        problems.append("metadata without extractor")
     if problems:
         raise ValueError(f"refusing to write {path}: " + "; ".join(problems))
     tensors: dict[str, torch.Tensor] = {}
@@ -223,8 +219,6 @@ def read_bank(path: str | os.PathLike[str]) -> Bank:
     t = f.tensors
     sides = {s: BankSide(t[s], t[f"{s}_owner"], t[f"{s}_kind"], t[f"{s}_index"]) for s in SIDES}
     problems = _bank_problems("fg", sides["fg"], len(vocabulary)) + _bank_problems("bg", sides["bg"], len(vocabulary))
-    if "extractor" not in meta:
-        problems.append("metadata without extractor")
     if problems:
         raise BadFile(f.path, "has " + "; ".join(problems), BANK.made_by)
     return Bank(sides["fg"], sides["bg"], vocabulary, meta)

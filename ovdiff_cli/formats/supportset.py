@@ -42,12 +42,12 @@ CROSSATTN = Schema("ovdiff.crossattn", 1, "ovdiff sample", {
     # Positions (in the 77-token prompt) of the recorded tokens, and of the class phrase among them.
     "positions": TensorSpec("int64", ("T",)),
     "phrase_positions": TensorSpec("int64", ("P",)),
-})
+}, meta_keys=("class", "prompt", "models"))
 
 ATTRIBUTION = Schema("ovdiff.attribution", 1, "ovdiff attribute", {
     "attribution": TensorSpec("float32", ("N", "S", "S")),     # A, min–max normalised at image size
     "attribution64": TensorSpec("float32", ("N", "G", "G")),   # A^64, on the attention grid
-})
+}, meta_keys=("class", "models", "inputs"))
 
 _INDEX = re.compile(r"^(\d{5,})\.png$")
 

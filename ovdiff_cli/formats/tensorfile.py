@@ -56,6 +56,8 @@ class Schema:
     version: int
     made_by: str
     tensors: Mapping[str, TensorSpec] = field(default_factory=dict)
+    #: Metadata every file of this kind must carry (provenance: class, models, inputs, …).
+    meta_keys: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -113,7 +115,7 @@ def write(path: str | os.PathLike[str], schema: Schema, tensors: Mapping[str, to
 
     A mismatch with the schema here is a bug in the caller, hence ``ValueError``.
     """
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     dtypes = {k: _dtype_name(v.dtype) for k, v in tensors.items()}
@@ -121,29 +123,37 @@ def write(path: str | os.PathLike[str], schema: Schema, tensors: Mapping[str, to
         _check_shapes(schema, shapes, dtypes)
     except ValueError as e:
         raise ValueError(f"refusing to write {path}: {e}") from None
+    lacking = [k for k in schema.meta_keys if k not in meta]
+    if lacking:
+        raise ValueError(f"refusing to write {path}: metadata lacks {', '.join(lacking)}")
     header = {
         "schema": schema.id,
         "ovdiff": __version__,
         "meta": json.dumps(dict(meta), sort_keys=True, ensure_ascii=False, allow_nan=False),
     }
     cpu = _own_storage({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
-    data = _sorted_header(save(cpu, metadata=header))
     with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+        save_file(cpu, str(tmp), metadata=header)
+        _sort_header_in_place(tmp)
     return Path(path)
 
 
-def _sorted_header(blob: bytes) -> bytes:
-    """Re-serialise a safetensors header with sorted keys.
+def _sort_header_in_place(path: Path) -> None:
+    """Rewrite a safetensors header with sorted keys, in place.
 
     safetensors writes its header maps in hash order, which varies between processes; sorting
-    makes equal inputs give equal bytes. Tensor offsets are relative to the data section, which
-    is unchanged; the header is padded with spaces to a multiple of 8 bytes, as the format asks.
+    makes equal inputs give equal bytes. The sorted compact JSON is never longer than the
+    original, so it is padded with spaces (which the format allows) to the same length and the
+    tensor data is not touched.
     """
-    n = int.from_bytes(blob[:8], "little")
-    header = json.dumps(json.loads(blob[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
-    header += b" " * (-len(header) % 8)
-    return len(header).to_bytes(8, "little") + header + blob[8 + n :]
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        raw = f.read(n)
+        text = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > n:  # cannot happen with safetensors' compact JSON; keep its order then
+            raise ValueError(f"{path}: sorted safetensors header is longer than the original")
+        f.seek(8)
+        f.write(text + b" " * (n - len(text)))
 
 
 def _own_storage(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -157,6 +167,20 @@ def _own_storage(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         seen.add(v.untyped_storage().data_ptr())
         out[k] = v
     return out
+
+
+def schema_of(path: str | os.PathLike[str]) -> str:
+    """The ``schema`` entry of a safetensors file's metadata ('' when it has none)."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise BadFile(p, "does not exist" if not p.exists() else "is not a file")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            return (f.metadata() or {}).get("schema", "")
+    except Exception as e:
+        raise BadFile(p, f"is not a readable safetensors file ({_short(e)}); it may be truncated") from None
 
 
 def read_header(path: str | os.PathLike[str], schema: Schema) -> tuple[dict[str, str], Any]:
@@ -202,6 +226,9 @@ def read(path: str | os.PathLike[str], schema: Schema, *, load: bool = True) -> 
         raise BadFile(p, "has unreadable metadata (invalid JSON)", schema.made_by) from None
     if not isinstance(meta, dict):
         raise BadFile(p, "has unreadable metadata (not a JSON object)", schema.made_by)
+    lacking = [k for k in schema.meta_keys if k not in meta]
+    if lacking:
+        raise BadFile(p, f"lacks the metadata {', '.join(lacking)} that {schema.id} requires", schema.made_by)
     try:
         keys = list(handle.keys())
         slices = {k: handle.get_slice(k) for k in keys}

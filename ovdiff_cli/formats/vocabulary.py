@@ -144,7 +144,8 @@ def build(name: str, entries: Iterable[tuple[str, str | None, str | None]], over
         if phrase == "":
             raise BadInput(f"{src}: class {key!r} has an empty prompt", "give a prompt or leave the column out")
         if phrase is None:
-            phrase = PROMPT_OVERLAY.get(key, key) if overlay else key
+            # Lookups are case-insensitive, as for the thing/stuff table.
+            phrase = PROMPT_OVERLAY.get(key.casefold(), key) if overlay else key
         if kind is None:
             kind = kind_of(key)
         if kind not in ("thing", "stuff"):
@@ -162,7 +163,7 @@ def read_file(path: str | Path, overlay: bool = True) -> Vocabulary:
     """Read a vocabulary file (see the module docstring for the format)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first name
     except FileNotFoundError:
         raise BadFile(p, "does not exist", fix="give a vocabulary file, a built-in (voc, context, coco-object) "
                                                "or a comma list like cat,dog") from None

@@ -11,6 +11,7 @@ well under a second, for tests and offline runs. Everything it makes is marked t
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import torch
@@ -38,7 +39,9 @@ def _vit_loader(cfg: vit.ViTConfig, filename: str, name: str):
     def load(files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> vit.ViT:
         path = files[filename]
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            # MAE training checkpoints also store their argparse settings; allow just that class.
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                state = torch.load(path, map_location="cpu", weights_only=True)
             if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
                 state = state["model"]  # MAE checkpoints wrap the weights
             model = vit.load_checkpoint(vit.ViT(cfg), state)
@@ -69,7 +72,7 @@ def paper_preset() -> Preset:
     sd15 = Component("sd15", "Stable Diffusion 1.5, fp16 weights", sd.load_sd15,
                      (HubFiles(sd.SD15_REPO, sd.SD15_FILES),))
     safety = Component("sd15-safety-checker", "Stable Diffusion 1.5 safety checker", sd.load_safety_checker,
-                       (HubFiles(sd.SD15_REPO, sd.SD15_SAFETY_FILES),))
+                       (HubFiles(sd.SD15_REPO, sd.SD15_SAFETY_FILES),), optional=True)
     dino = Component("dino-vitb8", "DINO ViT-B/8 (keys of the last block)",
                      _vit_loader(DINO_B8, "dino_vitbase8_pretrain.pth", "dino-vitb8"),
                      (UrlFile(DINO_URL, "dino_vitbase8_pretrain.pth"),))
@@ -77,13 +80,14 @@ def paper_preset() -> Preset:
                          (HubFiles(clip.CLIP_REPO, clip.CLIP_FILES),))
     mae_b = Component("mae-vitb16-448", "long-sequence MAE ViT-B/16 at 448",
                       _vit_loader(MAE_B16, MAE_B16_URL.rsplit("/", 1)[1], "mae-vitb16-448"),
-                      (UrlFile(MAE_B16_URL, MAE_B16_URL.rsplit("/", 1)[1]),))
+                      (UrlFile(MAE_B16_URL, MAE_B16_URL.rsplit("/", 1)[1]),), optional=True)
     mae_l = Component("mae-vitl16-448", "long-sequence MAE ViT-L/16 at 448 (paper v1)",
                       _vit_loader(MAE_L16, MAE_L16_URL.rsplit("/", 1)[1], "mae-vitl16-448"),
-                      (UrlFile(MAE_L16_URL, MAE_L16_URL.rsplit("/", 1)[1]),))
+                      (UrlFile(MAE_L16_URL, MAE_L16_URL.rsplit("/", 1)[1]),), optional=True)
     cut = Component("cutler-cascade", "CutLER Cascade Mask R-CNN R50-FPN (needs detectron2)", cutler.load_cutler,
                     (UrlFile(cutler.CUTLER_URL, cutler.CUTLER_FILE),), requires=("detectron2",),
-                    install=f"install detectron2: {cutler.DETECTRON2_INSTALL}; or use `--proposer threshold`")
+                    install=f"install detectron2: {cutler.DETECTRON2_INSTALL}; or use `--proposer threshold`",
+                    optional=True)
     return Preset("paper", "the models of the paper (real weights; `ovdiff models download paper`)", {
         "generator": sd15, "safety_checker": safety, "extractor.sd": sd15, "extractor.dino": dino,
         "extractor.clip": clip_b16, "extractor.mae": mae_b, "extractor.mae-l16": mae_l,

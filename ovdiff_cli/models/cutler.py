@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from ovdiff_cli.errors import ModelUnavailable
 
 CUTLER_URL = "http://dl.fbaipublicfiles.com/cutler/checkpoints/cutler_cascade_final.pth"
 CUTLER_FILE = "cutler_cascade_final.pth"
@@ -29,15 +28,13 @@ def detectron2_available() -> bool:
 
 @dataclass(frozen=True)
 class CutlerWeights:
-    """The located CutLER checkpoint, with detectron2 known to be importable."""
+    """The located CutLER checkpoint."""
 
     checkpoint: Path
     device: torch.device
 
 
 def load_cutler(files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> CutlerWeights:
-    """Check detectron2 and return the checkpoint location (the mask stage builds the detector)."""
-    if not detectron2_available():
-        raise ModelUnavailable("CutLER (detectron2)", "the Python environment",
-                               f"install detectron2: {DETECTRON2_INSTALL}; or use `--proposer threshold`")
+    """The checkpoint's location; the registry has checked that detectron2 imports. The mask stage
+    builds the detector from it."""
     return CutlerWeights(files[CUTLER_FILE], device)

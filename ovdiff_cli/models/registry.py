@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ovdiff_cli import log
-from ovdiff_cli.errors import BadInput, ModelUnavailable
+from ovdiff_cli.errors import BadInput, ModelUnavailable, OvdiffError
 from ovdiff_cli.models.sources import Source
 
 ENTRY_POINT_GROUP = "ovdiff.models"
@@ -44,6 +44,7 @@ class Component:
     requires: tuple[str, ...] = ()
     tiny: bool = False
     install: str = ""  # how to install ``requires`` when a plain `pip install` is not the way
+    optional: bool = False  # not needed by the default pipeline (``models check`` passes without it)
 
     def missing_files(self) -> list[str]:
         return [name for s in self.sources for name in s.missing()]
@@ -173,6 +174,14 @@ def load(preset: str | Preset, slot: str, device: torch.device | str = "cpu",
     except torch.cuda.OutOfMemoryError:
         raise ModelUnavailable(comp.key, str(dev), "not enough GPU memory; use a smaller --batch-size or "
                                                    "--device cpu") from None
+    except OvdiffError:
+        raise
+    except Exception as e:  # a corrupt or foreign file in the cache: each library raises its own kind
+        log.logger.debug("loading %s failed", comp.key, exc_info=True)
+        fix = (f"delete the cached files and run `ovdiff models download {p.name}`" if comp.sources
+               else "see `ovdiff -v` for the traceback")
+        raise ModelUnavailable(comp.key, comp.where(), f"loading failed ({' '.join(str(e).split())[:160]}); "
+                                                       f"{fix}") from None
     _loaded[key] = obj
     return obj
 

@@ -9,14 +9,16 @@ layers runs unchanged on it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-#: SD-1.5's scheduler configuration (METHOD.md §1): the settings a sampler is built from.
+#: SD-1.5's noise schedule (METHOD.md §1), the base a sampler is built from. The tiny preset uses
+#: it as is; ``paper`` reads the same values from the repository's scheduler_config.json. The
+#: sampler's own settings (DPM-Solver++, order 2, 30 steps, spacing) belong to the sample stage.
 SD15_SCHEDULER: dict[str, Any] = {
     "beta_start": 0.00085,
     "beta_end": 0.012,
@@ -70,7 +72,6 @@ class StableDiffusion:
     scheduler_config: dict[str, Any]
     tiny: bool
     vae_scale: float = 0.18215
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:

@@ -11,7 +11,6 @@ import os
 import socket
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,8 +127,6 @@ class UrlFile:
 
     def download(self, model: str) -> dict[str, Path]:
         """Fetch the file (atomically: a killed download leaves nothing behind)."""
-        from tqdm import tqdm
-
         from ovdiff_cli import log
 
         found = self.locate()
@@ -139,20 +136,13 @@ class UrlFile:
         try:
             with urllib.request.urlopen(self.url, timeout=30) as resp, atomic_open(self.path(), "wb") as out:
                 total = int(resp.headers.get("Content-Length") or 0) or None
-                bar = tqdm(total=total, unit="B", unit_scale=True, desc=self.filename,
-                           disable=log.verbosity() < 0, leave=False)
-                for block in iter(lambda: resp.read(1 << 20), b""):
+                blocks = iter(lambda: resp.read(1 << 20), b"")
+                for block in log.progress(blocks, desc=self.filename, total=total and -(-total // (1 << 20)),
+                                          unit="MiB"):
                     out.write(block)
-                    bar.update(len(block))
-                bar.close()
         except OSError as e:
             raise ModelUnavailable(model, self.where(), f"download from {self.url} failed ({e})") from None
         return {self.filename: self.path()}
 
 
 Source = HubFiles | UrlFile
-
-
-def sources_missing(sources: Sequence[Source]) -> list[str]:
-    """Every missing file of several sources."""
-    return [name for s in sources for name in s.missing()]

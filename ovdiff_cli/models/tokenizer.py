@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +55,5 @@ def clip_tokenizer() -> Any:
     from transformers import CLIPTokenizer
 
     vocab, merges = vocab_and_merges()
-    with tempfile.TemporaryDirectory(prefix="ovdiff-tok-") as tmp:
-        vocab_file, merges_file = Path(tmp) / "vocab.json", Path(tmp) / "merges.txt"
-        vocab_file.write_text(json.dumps(vocab), encoding="utf-8")
-        merges_file.write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-        return CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=77,
-                             pad_token="<|endoftext|>")
+    return CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges], model_max_length=77,
+                         pad_token="<|endoftext|>")

@@ -19,6 +19,7 @@ from ovdiff_cli.formats.prototypes import (
     PROTOTYPES, Bank, BankSide, PrototypeSide, Prototypes, write_bank, write_prototypes)
 from ovdiff_cli.formats.supportset import ATTRIBUTION, Attribution, CrossAttention, SupportSet
 from ovdiff_cli.formats.vocabulary import from_words
+from tests.formats.util import PROVENANCE
 
 D = 4
 
@@ -27,14 +28,19 @@ def prototypes() -> Prototypes:
     g = torch.Generator().manual_seed(0)
     fg = PrototypeSide(torch.randn(1, D, generator=g), torch.randn(2, D, generator=g), torch.tensor([0, 3]),
                        torch.randn(3, D, generator=g), torch.tensor([[0, 1, 2], [1, 0, 0]]), torch.tensor([2, 0]))
-    return Prototypes(fg, PrototypeSide.empty(D), {"class": "cat", "extractor": "dino", "clusters": 3})
+    return Prototypes(fg, PrototypeSide.empty(D), {**PROVENANCE, "class": "cat", "extractor": "dino", "clusters": 3})
 
 
 def bank() -> Bank:
     v = torch.eye(D)[:3]
     side = BankSide(v, torch.tensor([1, 2, 2]), torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1]))
     empty = BankSide(torch.zeros(0, D), *(torch.zeros(0, dtype=torch.int64) for _ in range(3)))
-    return Bank(side, empty, from_words(["cat", "sky"]), {"extractor": "dino"})
+    return Bank(side, empty, from_words(["cat", "sky"]), {**PROVENANCE, "extractor": "dino"})
+
+
+#: Metadata of a valid cross-attention file and of a valid attribution file.
+CA_META = {**PROVENANCE, "class": "cat", "prompt": "a good picture of a cat", "steps": 30}
+ATT_META = {**PROVENANCE, "class": "cat"}
 
 
 def invoke(*paths: Path | str):
@@ -74,7 +80,7 @@ def test_info_prototypes(tmp_path: Path):
     assert obj["path"] == str(path) and obj["kind"] == "tensors"
     assert obj["made_by"] == "ovdiff prototype"
     assert obj["written_by"] == f"ovdiff {__version__}"
-    assert obj["meta"] == {"class": "cat", "extractor": "dino", "clusters": 3}
+    assert obj["meta"] == {**PROVENANCE, "class": "cat", "extractor": "dino", "clusters": 3}
     assert obj["tensors"] == {
         "fg.class": [1, D], "fg.instance": [2, D], "fg.instance_image": [2], "fg.part": [3, D],
         "fg.pooled_index": [2, 3], "fg.pooled_label": [2],
@@ -87,7 +93,8 @@ def test_info_bank(tmp_path: Path):
     write_bank(path, bank())
     (obj,) = check_ok(invoke(path), 1)
     assert obj["schema"] == "ovdiff.bank/1" and obj["made_by"] == "ovdiff filter-stuff"
-    assert obj["meta"]["vocabulary"] == {"name": "words", "classes": [["cat", "cat", "thing"], ["sky", "sky", "stuff"]]}
+    vocabulary = {"name": "words", "classes": [["cat", "cat", "thing"], ["sky", "sky", "stuff"]]}
+    assert obj["meta"] == {**PROVENANCE, "extractor": "dino", "vocabulary": vocabulary}
     assert obj["tensors"]["fg"] == [3, D] and obj["tensors"]["bg"] == [0, D]
 
 
@@ -97,13 +104,13 @@ def test_info_support_set_and_its_files(tmp_path: Path):
     s.write_image(1, np.ones((4, 4, 3), dtype=np.uint8), {"class": "cat", "seed": 42})
     s.write_mask(0, np.zeros((4, 4), dtype=np.uint8), {"mode": "cutler"})
     s.write_crossattn(CrossAttention(torch.zeros(2, 1, 1, 2, 2), torch.ones(2, 1, dtype=torch.int64),
-                                     torch.tensor([6]), torch.tensor([6]), ("cat</w>",), ("mid",), {"steps": 30}))
+                                     torch.tensor([6]), torch.tensor([6]), ("cat</w>",), ("mid",), CA_META))
     folder, ca, img, mask = check_ok(invoke(s.path, s.crossattn_path, s.image_path(1), s.mask_path(0)), 4)
     assert folder == {"path": str(s.path), "kind": "support-set", "images": 2, "crossattn": True,
                       "attribution": False, "masks": 1,
                       "meta": {"schema": "ovdiff.support-image/1", "class": "cat", "seed": 42}}
     assert ca["schema"] == "ovdiff.crossattn/1" and ca["tensors"]["attn"] == [2, 1, 1, 2, 2]
-    assert ca["meta"] == {"steps": 30, "tokens": ["cat</w>"], "layers": ["mid"]}
+    assert ca["meta"] == {**CA_META, "tokens": ["cat</w>"], "layers": ["mid"]}
     assert img == {"path": str(s.image_path(1)), "kind": "image", "mode": "RGB", "size": [4, 4],
                    "meta": {"schema": "ovdiff.support-image/1", "class": "cat", "seed": 42}}
     assert mask["mode"] == "P" and mask["meta"] == {"schema": "ovdiff.mask/1", "mode": "cutler"}
@@ -170,7 +177,7 @@ def test_info_semantic_check_of_prototypes(tmp_path: Path):
 def test_info_attribution_range_in_support_set(tmp_path: Path):
     s = SupportSet(tmp_path)
     tensorfile.write(s.attribution_path, ATTRIBUTION,
-                     {"attribution": torch.full((1, 4, 4), 2.0), "attribution64": torch.zeros(1, 2, 2)}, {})
+                     {"attribution": torch.full((1, 4, 4), 2.0), "attribution64": torch.zeros(1, 2, 2)}, ATT_META)
     check_error(invoke(s.attribution_path), str(s.attribution_path), "outside [0, 1]")
 
 
@@ -179,8 +186,30 @@ def test_info_attribution_range_when_renamed(tmp_path: Path):
     path = tmp_path / "cat-attribution.safetensors"
     # The writer refuses such values, so write the file below the semantic checks.
     tensorfile.write(path, ATTRIBUTION, {"attribution": torch.full((1, 4, 4), 2.0),
-                                         "attribution64": torch.zeros(1, 2, 2)}, {})
+                                         "attribution64": torch.zeros(1, 2, 2)}, ATT_META)
     check_error(invoke(path), str(path), "outside [0, 1]")
+
+
+def test_info_file_without_provenance(tmp_path: Path):
+    """A prototype file that lacks the models and inputs its schema requires is a bad file, not a crash."""
+    path = tmp_path / "cat.dino.safetensors"
+    write_prototypes(path, prototypes())
+    with safe_open(str(path), framework="pt") as h:
+        tensors = {k: h.get_tensor(k) for k in h.keys()}
+        header = dict(h.metadata())
+    meta = json.loads(header["meta"])
+    del meta["models"], meta["inputs"]
+    save_file(tensors, str(path), metadata={**header, "meta": json.dumps(meta)})
+    check_error(invoke(path), str(path), "lacks the metadata models, inputs that ovdiff.prototypes/1 requires",
+                "ovdiff prototype")
+
+
+def test_info_attribution_without_class(tmp_path: Path):
+    path = tmp_path / "attribution.safetensors"
+    save_file({"attribution": torch.zeros(1, 4, 4), "attribution64": torch.zeros(1, 2, 2)}, str(path),
+              metadata={"schema": "ovdiff.attribution/1", "meta": json.dumps(PROVENANCE)})
+    check_error(invoke(path), str(path), "lacks the metadata class that ovdiff.attribution/1 requires",
+                "ovdiff attribute")
 
 
 def test_info_bad_candidates_line(tmp_path: Path):

@@ -23,7 +23,7 @@ from ovdiff_cli.formats.prototypes import (
 from ovdiff_cli.formats.supportset import ATTRIBUTION, CROSSATTN, Attribution, CrossAttention, SupportSet
 from ovdiff_cli.formats.tensorfile import Schema, TensorSpec
 from ovdiff_cli.formats.vocabulary import build, from_words
-from tests.formats.util import one_line_with
+from tests.formats.util import PROVENANCE, one_line_with
 
 
 def listing(folder: Path) -> list[str]:
@@ -354,7 +354,11 @@ def make_crossattn(n=2, layers=3, tokens=2, grid=4) -> CrossAttention:
         attn=attn, counts=torch.full((n, layers), 240, dtype=torch.int64),
         positions=torch.arange(6, 6 + tokens), phrase_positions=torch.arange(6, 6 + tokens),
         tokens=tuple(f"tok{i}</w>" for i in range(tokens)), layers=tuple(f"layer{i}" for i in range(layers)),
-        meta={"class": "pottedplant", "prompt": "a good picture of a potted plant", "steps": 30})
+        meta={**PROVENANCE, "class": "pottedplant", "prompt": "a good picture of a potted plant", "steps": 30})
+
+
+#: The least metadata a cross-attention file must carry (ovdiff.crossattn/1).
+CA_META = {**PROVENANCE, "class": "cat", "prompt": "a good picture of a cat"}
 
 
 def test_crossattn_round_trip(tmp_path: Path):
@@ -375,11 +379,11 @@ def test_crossattn_round_trip(tmp_path: Path):
 def test_crossattn_phrase_subset(tmp_path: Path):
     rec = make_crossattn(tokens=3)
     rec = CrossAttention(rec.attn, rec.counts, torch.tensor([0, 6, 76]), torch.tensor([76]), rec.tokens,
-                         rec.layers, {})
+                         rec.layers, CA_META)
     s = SupportSet(tmp_path)
     s.write_crossattn(rec)
     back = s.read_crossattn()
-    assert back.positions.tolist() == [0, 6, 76] and back.phrase_positions.tolist() == [76] and back.meta == {}
+    assert back.positions.tolist() == [0, 6, 76] and back.phrase_positions.tolist() == [76] and back.meta == CA_META
 
 
 def _replace(rec: CrossAttention, **kw) -> CrossAttention:
@@ -417,13 +421,13 @@ def _crossattn_tensors(rec: CrossAttention) -> dict[str, torch.Tensor]:
 def test_crossattn_reader_checks_names_and_positions(tmp_path: Path):
     s = SupportSet(tmp_path)
     rec = make_crossattn()
-    tensorfile.write(s.crossattn_path, CROSSATTN, _crossattn_tensors(rec), {"layers": ["a", "b", "c"]})
+    tensorfile.write(s.crossattn_path, CROSSATTN, _crossattn_tensors(rec), {**CA_META, "layers": ["a", "b", "c"]})
     with pytest.raises(BadFile) as e:
         s.read_crossattn()
     one_line_with(e.value, str(s.crossattn_path), "token or layer names", "ovdiff sample")
     bad = _replace(rec, positions=torch.tensor([6, 80]))
     tensorfile.write(s.crossattn_path, CROSSATTN, _crossattn_tensors(bad),
-                     {"tokens": ["a", "b"], "layers": ["a", "b", "c"]})
+                     {**CA_META, "tokens": ["a", "b"], "layers": ["a", "b", "c"]})
     with pytest.raises(BadFile) as e:
         s.read_crossattn()
     one_line_with(e.value, str(s.crossattn_path), "outside 0..76", "phrase positions that were not recorded")
@@ -434,13 +438,15 @@ def test_crossattn_reader_inconsistent_dims_and_dtype(tmp_path: Path):
     rec = make_crossattn()
     t = _crossattn_tensors(rec)
     t["counts"] = torch.zeros(3, 3, dtype=torch.int64)
-    write_raw(s.crossattn_path, t, "ovdiff.crossattn/1", json.dumps({"tokens": ["a", "b"], "layers": ["a", "b", "c"]}))
+    write_raw(s.crossattn_path, t, "ovdiff.crossattn/1",
+              json.dumps({**CA_META, "tokens": ["a", "b"], "layers": ["a", "b", "c"]}))
     with pytest.raises(BadFile) as e:
         s.read_crossattn()
     one_line_with(e.value, str(s.crossattn_path), "'counts'", "N=3", "N=2", "ovdiff sample")
     t = _crossattn_tensors(rec)
     t["counts"] = t["counts"].to(torch.float32)
-    write_raw(s.crossattn_path, t, "ovdiff.crossattn/1", json.dumps({"tokens": ["a", "b"], "layers": ["a", "b", "c"]}))
+    write_raw(s.crossattn_path, t, "ovdiff.crossattn/1",
+              json.dumps({**CA_META, "tokens": ["a", "b"], "layers": ["a", "b", "c"]}))
     with pytest.raises(BadFile) as e:
         s.read_crossattn()
     one_line_with(e.value, str(s.crossattn_path), "'counts'", "float32", "int64")
@@ -454,7 +460,7 @@ def make_attribution(n=3, size=8, grid=4) -> Attribution:
     maps = torch.rand(n, size, size, generator=gen(3))
     maps[0, 0, 0], maps[0, 0, 1] = 0.0, 1.0
     maps64 = torch.rand(n, grid, grid, generator=gen(4))
-    return Attribution(maps, maps64, {"layers": list(range(16)), "class": "cat"})
+    return Attribution(maps, maps64, {**PROVENANCE, "layers": list(range(16)), "class": "cat"})
 
 
 def test_attribution_round_trip(tmp_path: Path):
@@ -469,9 +475,10 @@ def test_attribution_round_trip(tmp_path: Path):
 
 def test_attribution_empty_support_set(tmp_path: Path):
     s = SupportSet(tmp_path)
-    s.write_attribution(Attribution(torch.zeros(0, 8, 8), torch.zeros(0, 4, 4), {}))
+    meta = {**PROVENANCE, "class": "cat"}
+    s.write_attribution(Attribution(torch.zeros(0, 8, 8), torch.zeros(0, 4, 4), meta))
     back = s.read_attribution()
-    assert back.maps.shape == (0, 8, 8) and back.maps64.shape == (0, 4, 4)
+    assert back.maps.shape == (0, 8, 8) and back.maps64.shape == (0, 4, 4) and back.meta == meta
 
 
 @pytest.mark.parametrize("tensor, value", [("attribution", 1.5), ("attribution", -0.25),
@@ -481,7 +488,7 @@ def test_attribution_reader_range(tmp_path: Path, tensor, value):
     t = {"attribution": att.maps.clone(), "attribution64": att.maps64.clone()}
     t[tensor][1, 2, 3] = value
     s = SupportSet(tmp_path)
-    tensorfile.write(s.attribution_path, ATTRIBUTION, t, {})
+    tensorfile.write(s.attribution_path, ATTRIBUTION, t, att.meta)
     with pytest.raises(BadFile) as e:
         s.read_attribution()
     one_line_with(e.value, str(s.attribution_path), f"'{tensor}'", "outside [0, 1]", "ovdiff attribute")
@@ -491,10 +498,10 @@ def test_attribution_writer_refuses_bad_shapes(tmp_path: Path):
     s = SupportSet(tmp_path)
     att = make_attribution()
     with pytest.raises(ValueError) as e:
-        s.write_attribution(Attribution(att.maps, torch.zeros(2, 4, 4), {}))  # N=3 vs N=2
+        s.write_attribution(Attribution(att.maps, torch.zeros(2, 4, 4), att.meta))  # N=3 vs N=2
     assert "N=2" in str(e.value)
     with pytest.raises(ValueError):
-        s.write_attribution(Attribution(torch.zeros(3, 8, 9), att.maps64, {}))  # not square
+        s.write_attribution(Attribution(torch.zeros(3, 8, 9), att.maps64, att.meta))  # not square
     assert listing(tmp_path) == []
 
 
@@ -504,7 +511,7 @@ def test_attribution_writer_refuses_values_outside_unit_range(tmp_path: Path):
     bad = att.maps.clone()
     bad[0, 0, 0] = 2.0
     with pytest.raises(ValueError):
-        s.write_attribution(Attribution(bad, att.maps64, {}))
+        s.write_attribution(Attribution(bad, att.maps64, att.meta))
     assert listing(tmp_path) == []
 
 
@@ -529,7 +536,7 @@ def make_side(seed: int, instances: int, parts: int, pooled: int, with_class: bo
 
 def make_prototypes(**meta) -> Prototypes:
     return Prototypes(make_side(5, 3, 4, 10), make_side(6, 2, 3, 7),
-                      {"class": "hot dog", "extractor": "dino", "clusters": 4, **meta})
+                      {**PROVENANCE, "class": "hot dog", "extractor": "dino", "clusters": 4, **meta})
 
 
 def assert_side_equal(a: PrototypeSide, b: PrototypeSide) -> None:
@@ -553,13 +560,15 @@ def test_prototypes_round_trip(tmp_path: Path):
 
 
 def test_prototypes_empty_background(tmp_path: Path):
-    protos = Prototypes(make_side(5, 0, 0, 0), PrototypeSide.empty(D), {"class": "sky", "extractor": "sd"})
+    protos = Prototypes(make_side(5, 0, 0, 0), PrototypeSide.empty(D),
+                        {**PROVENANCE, "class": "sky", "extractor": "sd"})
     path = tmp_path / "sky.sd.safetensors"
     write_prototypes(path, protos)
     back = read_prototypes(path)
     assert back.bg.count() == 0 and back.fg.count() == 1
     assert back.bg.pooled_index.shape == (0, 3) and back.bg.class_proto.shape == (0, D)
     assert_side_equal(back.fg, protos.fg)
+    assert back.meta == protos.meta
 
 
 def _side(base: PrototypeSide, **kw) -> PrototypeSide:
@@ -595,7 +604,11 @@ def _bad_prototypes(case: str) -> Prototypes:
 
 PROTO_CASES = {"nan": "non-finite fg part", "two-class": "2 fg class prototypes", "no-fg-class": "no foreground",
                "label-range": "bg cluster labels outside 0..2", "labels-without-parts": "bg cluster labels outside",
-               "negative-image": "negative fg instance", "meta": "without class and extractor", "dim": "D="}
+               "negative-image": "negative fg instance", "meta": "metadata lacks extractor, models, inputs",
+               "dim": "D="}
+#: What the reader says of the same files (the schema check words a missing key differently).
+PROTO_READ_CASES = {**PROTO_CASES,
+                    "meta": "lacks the metadata extractor, models, inputs that ovdiff.prototypes/1 requires"}
 
 
 @pytest.mark.parametrize("case", list(PROTO_CASES))
@@ -621,10 +634,13 @@ def _proto_tensors(p: Prototypes) -> dict[str, torch.Tensor]:
 def test_prototypes_reader_rejects(tmp_path: Path, case):
     bad = _bad_prototypes(case)
     path = tmp_path / "x.dino.safetensors"
-    tensorfile.write(path, PROTOTYPES, _proto_tensors(bad), bad.meta)  # the generic writer lets it through
+    if case == "meta":  # the generic writer refuses it too, so write it below the checks
+        write_raw(path, _proto_tensors(bad), PROTOTYPES.id, json.dumps(bad.meta))
+    else:
+        tensorfile.write(path, PROTOTYPES, _proto_tensors(bad), bad.meta)  # the generic writer lets it through
     with pytest.raises(BadFile) as e:
         read_prototypes(path)
-    one_line_with(e.value, str(path), PROTO_CASES[case], "ovdiff prototype")
+    one_line_with(e.value, str(path), PROTO_READ_CASES[case], "ovdiff prototype")
 
 
 def test_prototypes_newer_version(tmp_path: Path):
@@ -649,7 +665,7 @@ def make_bank() -> Bank:
     fg = BankSide(unit_rows(5, 7), torch.tensor([1, 1, 2, 3, 3]), torch.tensor([0, 1, 0, 0, 2]),
                   torch.tensor([0, 0, 0, 0, 5]))
     bg = BankSide(unit_rows(3, 8), torch.tensor([1, 3, 3]), torch.tensor([0, 2, 2]), torch.tensor([0, 1, 4]))
-    return Bank(fg, bg, vocab, {"extractor": "clip", "threshold": 0.85, "dropped": {"cat": 2}})
+    return Bank(fg, bg, vocab, {**PROVENANCE, "extractor": "clip", "threshold": 0.85, "dropped": {"cat": 2}})
 
 
 def _bank_tensors(b: Bank) -> dict[str, torch.Tensor]:
@@ -683,11 +699,12 @@ def test_bank_without_background_rows(tmp_path: Path):
     vocab = from_words(["sky"])
     bank = Bank(BankSide(unit_rows(2, 9), torch.tensor([1, 1]), torch.tensor([0, 2]), torch.tensor([0, 0])),
                 BankSide(torch.zeros(0, D), *(torch.zeros(0, dtype=torch.int64) for _ in range(3))),
-                vocab, {"extractor": "sd"})
+                vocab, {**PROVENANCE, "extractor": "sd"})
     path = tmp_path / "bank.sd.safetensors"
     write_bank(path, bank)
     back = read_bank(path)
     assert back.bg.vectors.shape == (0, D) and torch.equal(back.fg.vectors, bank.fg.vectors)
+    assert back.meta == bank.meta and back.vocabulary == vocab
 
 
 def _bad_bank(case: str) -> Bank:
@@ -713,7 +730,8 @@ def _bad_bank(case: str) -> Bank:
 BANK_CASES = {"norm": "fg vectors that are not L2-normalised", "nan": "non-finite bg vectors",
               "owner-0": "fg owners outside the vocabulary's labels 1..3",
               "owner-4": "bg owners outside the vocabulary's labels 1..3",
-              "kind": "fg kinds outside 0..2", "meta": "without extractor"}
+              "kind": "fg kinds outside 0..2", "meta": "metadata lacks extractor, models, inputs"}
+BANK_READ_CASES = {**BANK_CASES, "meta": "lacks the metadata extractor, models, inputs that ovdiff.bank/1 requires"}
 
 
 @pytest.mark.parametrize("case", list(BANK_CASES))
@@ -721,7 +739,7 @@ def test_bank_writer_refuses(tmp_path: Path, case):
     path = tmp_path / "bank.clip.safetensors"
     with pytest.raises(ValueError) as e:
         write_bank(path, _bad_bank(case))
-    assert BANK_CASES[case] in str(e.value)
+    assert BANK_CASES[case] in str(e.value) and str(path) in str(e.value)
     assert listing(tmp_path) == []
 
 
@@ -729,23 +747,34 @@ def test_bank_writer_refuses(tmp_path: Path, case):
 def test_bank_reader_rejects(tmp_path: Path, case):
     bad = _bad_bank(case)
     path = tmp_path / "bank.clip.safetensors"
-    tensorfile.write(path, BANK, _bank_tensors(bad), {**bad.meta, "vocabulary": bad.vocabulary.to_meta()})
+    meta = {**bad.meta, "vocabulary": bad.vocabulary.to_meta()}
+    if case == "meta":  # the generic writer refuses it too, so write it below the checks
+        write_raw(path, _bank_tensors(bad), BANK.id, json.dumps(meta))
+    else:
+        tensorfile.write(path, BANK, _bank_tensors(bad), meta)
     with pytest.raises(BadFile) as e:
         read_bank(path)
-    one_line_with(e.value, str(path), BANK_CASES[case], "ovdiff filter-stuff")
+    one_line_with(e.value, str(path), BANK_READ_CASES[case], "ovdiff filter-stuff")
 
 
-@pytest.mark.parametrize("vocab_meta", [None, {"name": "x"}, {"name": "x", "classes": []}, "voc"])
-def test_bank_reader_needs_vocabulary(tmp_path: Path, vocab_meta):
+@pytest.mark.parametrize("vocab_meta, needle", [
+    (None, "lacks the metadata vocabulary that ovdiff.bank/1 requires"),
+    ({"name": "x"}, "no readable vocabulary"),
+    ({"name": "x", "classes": []}, "no readable vocabulary"),
+    ("voc", "no readable vocabulary"),
+])
+def test_bank_reader_needs_vocabulary(tmp_path: Path, vocab_meta, needle):
     bank = make_bank()
     meta = dict(bank.meta)
-    if vocab_meta is not None:
-        meta["vocabulary"] = vocab_meta
     path = tmp_path / "bank.clip.safetensors"
-    tensorfile.write(path, BANK, _bank_tensors(bank), meta)
+    if vocab_meta is None:  # the generic writer refuses a bank without one, so write it below the checks
+        write_raw(path, _bank_tensors(bank), BANK.id, json.dumps(meta))
+    else:
+        meta["vocabulary"] = vocab_meta
+        tensorfile.write(path, BANK, _bank_tensors(bank), meta)
     with pytest.raises(BadFile) as e:
         read_bank(path)
-    one_line_with(e.value, str(path), "no readable vocabulary")
+    one_line_with(e.value, str(path), needle, "ovdiff filter-stuff")
 
 
 def test_bank_read_as_prototypes_and_back(tmp_path: Path):
@@ -777,3 +806,125 @@ def test_truncated_prototypes_and_bank(tmp_path: Path):
         with pytest.raises(BadFile) as e:
             reader(path)
         one_line_with(e.value, str(path), "truncated")
+
+
+# ---------------------------------------------------------------------------------------------
+# required metadata (provenance): every kind of file must carry its schema's meta_keys
+
+
+def test_schemas_require_their_metadata():
+    assert CROSSATTN.meta_keys == ("class", "prompt", "models")
+    assert ATTRIBUTION.meta_keys == ("class", "models", "inputs")
+    assert PROTOTYPES.meta_keys == ("class", "extractor", "models", "inputs")
+    assert BANK.meta_keys == ("extractor", "models", "inputs", "vocabulary")
+    assert THING.meta_keys == ()
+
+
+def _without(meta: dict, key: str) -> dict:
+    assert key in meta, (key, meta)  # the valid metadata carries it, so dropping it is the only fault
+    return {k: v for k, v in meta.items() if k != key}
+
+
+def _write_without(kind: str, key: str, folder: Path) -> Path:
+    """Write a valid file of ``kind`` through its own writer, but with metadata lacking ``key``."""
+    if kind == "crossattn":
+        rec = make_crossattn()
+        s = SupportSet(folder)
+        s.write_crossattn(_replace(rec, meta=_without(rec.meta, key)))
+        return s.crossattn_path
+    if kind == "attribution":
+        att = make_attribution()
+        s = SupportSet(folder)
+        s.write_attribution(Attribution(att.maps, att.maps64, _without(att.meta, key)))
+        return s.attribution_path
+    if kind == "prototypes":
+        p = make_prototypes()
+        path = prototype_path(folder, "hot-dog", "dino")
+        write_prototypes(path, Prototypes(p.fg, p.bg, _without(p.meta, key)))
+        return path
+    b = make_bank()
+    path = bank_path(folder, "clip")
+    if key == "vocabulary":  # write_bank always adds it, so go through the generic writer
+        tensorfile.write(path, BANK, _bank_tensors(b), b.meta)
+    else:
+        write_bank(path, Bank(b.fg, b.bg, b.vocabulary, _without(b.meta, key)))
+    return path
+
+
+REQUIRED = [(kind, key) for kind, schema in [("crossattn", CROSSATTN), ("attribution", ATTRIBUTION),
+                                             ("prototypes", PROTOTYPES), ("bank", BANK)]
+            for key in schema.meta_keys]
+
+
+@pytest.mark.parametrize("kind, key", REQUIRED, ids=[f"{k}-{m}" for k, m in REQUIRED])
+def test_writer_refuses_missing_metadata(tmp_path: Path, kind, key):
+    path = {"crossattn": tmp_path / "crossattn.safetensors", "attribution": tmp_path / "attribution.safetensors",
+            "prototypes": tmp_path / "hot-dog.dino.safetensors", "bank": tmp_path / "bank.clip.safetensors"}[kind]
+    with pytest.raises(ValueError) as e:
+        _write_without(kind, key, tmp_path)
+    text = str(e.value)
+    assert "\n" not in text
+    assert f"refusing to write {path}: metadata lacks {key}" in text, text
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("schema, meta, needle", [
+    (PROTOTYPES, {}, "metadata lacks class, extractor, models, inputs"),
+    (PROTOTYPES, {"class": "cat", "extractor": "dino"}, "metadata lacks models, inputs"),
+    (BANK, {"extractor": "clip", "models": {}}, "metadata lacks inputs, vocabulary"),
+])
+def test_writer_names_every_missing_key(tmp_path: Path, schema, meta, needle):
+    path = tmp_path / "x.safetensors"
+    tensors = _proto_tensors(make_prototypes()) if schema is PROTOTYPES else _bank_tensors(make_bank())
+    with pytest.raises(ValueError) as e:
+        tensorfile.write(path, schema, tensors, meta)
+    assert needle in str(e.value) and str(path) in str(e.value)
+    assert listing(tmp_path) == []
+
+
+def _full_file(kind: str) -> tuple[Schema, dict[str, torch.Tensor], dict, object]:
+    """A valid file of ``kind`` as (schema, tensors, complete metadata, reader)."""
+    if kind == "crossattn":
+        rec = make_crossattn()
+        return (CROSSATTN, _crossattn_tensors(rec),
+                {**rec.meta, "tokens": list(rec.tokens), "layers": list(rec.layers)},
+                lambda p: SupportSet(p.parent).read_crossattn())
+    if kind == "attribution":
+        att = make_attribution()
+        return (ATTRIBUTION, {"attribution": att.maps, "attribution64": att.maps64}, att.meta,
+                lambda p: SupportSet(p.parent).read_attribution())
+    if kind == "prototypes":
+        p = make_prototypes()
+        return PROTOTYPES, _proto_tensors(p), p.meta, read_prototypes
+    b = make_bank()
+    return BANK, _bank_tensors(b), {**b.meta, "vocabulary": b.vocabulary.to_meta()}, read_bank
+
+
+@pytest.mark.parametrize("kind, key", REQUIRED, ids=[f"{k}-{m}" for k, m in REQUIRED])
+def test_reader_rejects_missing_metadata(tmp_path: Path, kind, key):
+    schema, tensors, meta, reader = _full_file(kind)
+    name = {"crossattn": "crossattn.safetensors", "attribution": "attribution.safetensors",
+            "prototypes": "hot-dog.dino.safetensors", "bank": "bank.clip.safetensors"}[kind]
+    path = tmp_path / name
+    # Written below the writer's checks: with every key the file reads, so the missing key is the fault.
+    write_raw(path, tensors, schema.id, json.dumps(meta))
+    reader(path)
+    write_raw(path, tensors, schema.id, json.dumps(_without(meta, key)))
+    with pytest.raises(BadFile) as e:
+        reader(path)
+    one_line_with(e.value, str(path), f"lacks the metadata {key} that {schema.id} requires", schema.made_by)
+    with pytest.raises(BadFile) as e:  # the lazy check sees it too
+        tensorfile.read(path, schema, load=False)
+    one_line_with(e.value, str(path), f"lacks the metadata {key}", schema.made_by)
+
+
+def test_reader_names_every_missing_key(tmp_path: Path):
+    """An ovdiff file from before provenance (class and extractor only) names all it lacks."""
+    path = tmp_path / "cat.dino.safetensors"
+    write_raw(path, _proto_tensors(make_prototypes()), "ovdiff.prototypes/1",
+              json.dumps({"class": "cat", "extractor": "dino"}))
+    with pytest.raises(BadFile) as e:
+        read_prototypes(path)
+    one_line_with(e.value, str(path), "lacks the metadata models, inputs that ovdiff.prototypes/1 requires",
+                  "make it with `ovdiff prototype`")
+    assert e.value.path == str(path) and e.value.made_by == "ovdiff prototype"

@@ -410,3 +410,16 @@ def test_parse_inline_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sp
 def test_module_constants():
     assert vocabulary.MAX_CLASSES == 254
     assert set(vocabulary.BUILTIN) == {"voc", "context", "coco-object"}
+
+
+def test_file_with_a_byte_order_mark(tmp_path):
+    p = tmp_path / "v.txt"
+    p.write_bytes("\ufeffsky\ncat\n".encode("utf-8"))
+    v = vocabulary.read_file(p)
+    assert [(c.name, c.kind) for c in v.classes] == [("sky", "stuff"), ("cat", "thing")]
+
+
+def test_overlay_and_table_lookups_ignore_case():
+    v = vocabulary.parse("Keyboard,SKY,Tank")
+    assert [(c.prompt, c.kind) for c in v.classes] == [("computer keyboard", "thing"), ("SKY", "stuff"),
+                                                       ("liquid tank", "thing")]

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+#: The provenance every ovdiff tensor file must carry (``models`` and ``inputs``); merge it into
+#: the metadata of valid crossattn, attribution, prototype and bank files.
+PROVENANCE: dict[str, Any] = {"models": {"preset": "tiny", "tiny": True, "components": {}}, "inputs": {}}
 
 
 def one_line_with(err: Exception, *parts: str) -> str:

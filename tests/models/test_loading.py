@@ -3,6 +3,7 @@ out, filled with tiny weights; a local HTTP server standing in for a checkpoint 
 
 from __future__ import annotations
 
+import argparse
 import functools
 import http.server
 import json
@@ -69,8 +70,9 @@ def test_sd15_loader_reads_a_hub_cache(empty_caches: Path) -> None:
 def test_vit_checkpoints_load_from_torch_hub_cache(empty_caches: Path, wrap: bool) -> None:
     source = _tiny_vit(TINY_MAE, 5, "source")({}, CPU, torch.float32)
     state = dict(source.state_dict())
-    if wrap:  # MAE: weights under 'model', with the decoder to drop
-        state = {"model": {**state, "decoder_embed.weight": torch.zeros(2, 2), "mask_token": torch.zeros(1)}}
+    if wrap:  # MAE training checkpoints: weights under 'model' with the decoder to drop, plus settings
+        state = {"model": {**state, "decoder_embed.weight": torch.zeros(2, 2), "mask_token": torch.zeros(1)},
+                 "args": argparse.Namespace(input_size=448, mask_ratio=0.75), "epoch": 1599}
     path = empty_caches / "ckpt.pth"
     torch.save(state, path)
     model = _vit_loader(TINY_MAE, "ckpt.pth", "mae")({"ckpt.pth": path}, CPU, torch.float32)
@@ -87,6 +89,19 @@ def test_a_checkpoint_of_another_model_is_a_bad_file(tmp_path: Path) -> None:
     path.write_bytes(b"not a pickle")
     with pytest.raises(BadFile):
         _vit_loader(TINY_DINO, "ckpt.pth", "dino")({"ckpt.pth": path}, CPU, torch.float32)
+
+
+def test_a_corrupt_cached_file_fails_with_one_line(empty_caches: Path) -> None:
+    from ovdiff_cli.models.clip import CLIP_REPO
+
+    snap = _fake_hub_snapshot(empty_caches / "hf-hub", CLIP_REPO)
+    (snap / "open_clip_model.safetensors").write_bytes(b"\x00" * 100)
+    registry.clear_cache()
+    with pytest.raises(ModelUnavailable) as info:
+        registry.load("paper", "scorer")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("model clip-vitb16-openai is not available")
+    assert "loading failed" in message and "ovdiff models download paper" in message
 
 
 @pytest.fixture
@@ -160,7 +175,11 @@ def test_models_check_and_list(empty_caches: Path, runner) -> None:
     sd = next(s for s in statuses if s["model"] == "sd15")
     assert not sd["ready"] and "unet/diffusion_pytorch_model.fp16.safetensors" in sd["missing_files"]
     assert sorted(sd["slots"]) == ["extractor.sd", "generator"]
-    assert result.stderr.strip().splitlines()[-1].startswith("ovdiff: error: 7 model(s) cannot be loaded here")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == ("ovdiff: error: 3 required model(s) cannot be loaded here: sd15, dino-vitb8, "
+                    "clip-vitb16-openai; run `ovdiff models download paper`")
+    cutler = next(s for s in statuses if s["model"] == "cutler-cascade")
+    assert cutler["optional"] and not cutler["ready"]
 
     result = runner.invoke(main, ["models", "list", "--json"])
     listed = {p["preset"]: p for p in json.loads(result.stdout)}

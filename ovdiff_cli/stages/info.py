@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,6 @@ from ovdiff_cli.formats.prototypes import BANK, PROTOTYPES, read_bank, read_prot
 from ovdiff_cli.formats.supportset import ATTRIBUTION, CROSSATTN, SupportSet, read_attribution, read_crossattn
 from ovdiff_cli.formats.tensorfile import Schema
 
-
 #: Schema name → (schema, reader that runs every check of the stage that consumes the file).
 SCHEMAS: dict[str, tuple[Schema, Callable[[Path], Any]]] = {
     CROSSATTN.name: (CROSSATTN, read_crossattn),
@@ -26,13 +25,7 @@ SCHEMAS: dict[str, tuple[Schema, Callable[[Path], Any]]] = {
 
 
 def _describe_tensors(p: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            schema_id = (f.metadata() or {}).get("schema", "")
-    except Exception:
-        raise BadFile(p, "is not a readable safetensors file; it may be truncated") from None
+    schema_id = tensorfile.schema_of(p)
     name = schema_id.rpartition("/")[0]
     if name not in SCHEMAS:
         known = ", ".join(s.id for s, _ in SCHEMAS.values())
@@ -45,15 +38,36 @@ def _describe_tensors(p: Path) -> dict[str, Any]:
             "meta": f.meta}
 
 
+def _describe_support_set(p: Path) -> dict[str, Any]:
+    """Check every file of a support set the way the stages that read them do."""
+    s = SupportSet.open(p)
+    indices = s.image_indices()
+    for i in indices:
+        s.read_image(i)
+    masks = [i for i in indices if s.mask_path(i).is_file()]
+    for i in masks:
+        s.read_mask(i)
+    out: dict[str, Any] = {"path": str(p), "kind": "support-set", "images": len(indices), "masks": len(masks),
+                           "crossattn": s.crossattn_path.is_file(), "attribution": s.attribution_path.is_file(),
+                           "meta": s.class_meta()}
+    if out["crossattn"]:
+        rec = s.read_crossattn()
+        if rec.attn.shape[0] != len(indices):
+            raise BadFile(s.crossattn_path, f"holds {rec.attn.shape[0]} images, the folder {len(indices)}",
+                          CROSSATTN.made_by)
+    if out["attribution"]:
+        att = s.read_attribution()
+        if att.maps.shape[0] != len(indices):
+            raise BadFile(s.attribution_path, f"holds {att.maps.shape[0]} maps, the folder {len(indices)} images",
+                          ATTRIBUTION.made_by)
+    return out
+
+
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Validate ``path`` as the ovdiff file it claims to be and summarise it as a JSON-able dict."""
     p = Path(path)
     if p.is_dir():
-        s = SupportSet.open(p)
-        return {"path": str(p), "kind": "support-set", "images": len(s.image_indices()),
-                "crossattn": s.crossattn_path.is_file(), "attribution": s.attribution_path.is_file(),
-                "masks": len(list(s.masks_dir.glob("[0-9]*.png"))) if s.masks_dir.is_dir() else 0,
-                "meta": s.class_meta()}
+        return _describe_support_set(p)
     if not p.exists():
         raise BadFile(p, "does not exist")
     suffix = p.suffix.lower()
@@ -67,3 +81,9 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
                 "meta": png_metadata(im, p)}
     raise BadFile(p, f"has an unknown kind ({suffix or 'no suffix'})",
                   fix="give a .safetensors, .png or .jsonl file or a support-set folder")
+
+
+def describe_all(paths: Iterable[str | os.PathLike[str]]) -> Iterator[dict[str, Any]]:
+    """:func:`describe` each path in turn (stops at the first bad one)."""
+    for path in paths:
+        yield describe(path)
