@@ -26,10 +26,20 @@ os.umask(_UMASK)
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
 
 
-def _sweep_stale(target: Path) -> None:
-    """Remove temporary files of ``target`` left by writers on this host that were killed."""
-    pattern = re.compile(rf"^\.{re.escape(target.name)}\.{re.escape(_HOST)}\.(\d+)\..*{re.escape(TMP_SUFFIX)}$")
-    for p in target.parent.glob(f".{_glob_escape(target.name)}.*{TMP_SUFFIX}"):
+_swept: set[Path] = set()
+
+
+def _sweep_stale(folder: Path) -> None:
+    """Remove temporary files left in ``folder`` by killed writers on this host.
+
+    Once per folder and process: a folder of thousands of outputs is listed once, not per write.
+    """
+    key = folder.resolve()
+    if key in _swept:
+        return
+    _swept.add(key)
+    pattern = re.compile(rf"^\..+\.{re.escape(_HOST)}\.(\d+)\.[^.]*{re.escape(TMP_SUFFIX)}$")
+    for p in folder.iterdir():
         m = pattern.match(p.name)
         if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
             with contextlib.suppress(OSError):
@@ -41,13 +51,9 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # someone else's process
         return True
     return True
-
-
-def _glob_escape(name: str) -> str:
-    return re.sub(r"([*?[])", r"[\1]", name)
 
 
 @contextlib.contextmanager
@@ -55,14 +61,15 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success rename it to ``path``.
 
     For writers that insist on opening the file themselves. The temporary name carries the
-    host and process id, so a later write of the same target removes what a killed one left.
+    host and process id, so a later run writing into the same folder removes what a killed one
+    left.
     """
     target = Path(path)
     if target.is_dir():
         raise BadFile(target, "is a folder, cannot write a file there", fix="choose another output path")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _sweep_stale(target)
+        _sweep_stale(target.parent)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{_HOST}.{os.getpid()}.", suffix=TMP_SUFFIX,
                                         dir=target.parent)
     except OSError as e:
