@@ -118,7 +118,7 @@ def _side_problems(side: str, p: PrototypeSide) -> list[str]:
     if p.class_proto.shape[0] > 1:
         problems.append(f"{p.class_proto.shape[0]} {side} class prototypes (at most 1)")
     k = p.part.shape[0]
-    if p.pooled_label.numel() and (p.pooled_label.min() < 0 or p.pooled_label.max() >= max(k, 1) or k == 0):
+    if p.pooled_label.numel() and (k == 0 or p.pooled_label.min() < 0 or p.pooled_label.max() >= k):
         problems.append(f"{side} cluster labels outside 0..{k - 1}")
     if p.instance_image.numel() and p.instance_image.min() < 0:
         problems.append(f"negative {side} instance image ids")
