@@ -5,6 +5,8 @@ command is listed only once it works end to end.
 """
 
 COMMANDS: dict[str, str] = {
+    "attribute": "ovdiff_cli.commands.attribute:attribute",
     "info": "ovdiff_cli.commands.info:info",
     "models": "ovdiff_cli.commands.models:models",
+    "sample": "ovdiff_cli.commands.sample:sample",
 }

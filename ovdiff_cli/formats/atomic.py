@@ -75,11 +75,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except OSError as e:
         raise BadFile(target.parent, f"cannot write here ({e.strerror or e})",
                       fix="choose a writable folder with -o") from None
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it owner-only; give it plain open()'s mode
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp makes the file owner-only, and writers that recreate it (safetensors does) may
+        # too: give it the mode plain open() would.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, target)

@@ -12,6 +12,7 @@ Images are numbered from 0 with five digits; mask ``k`` belongs to image ``k``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -43,6 +44,14 @@ CROSSATTN = Schema("ovdiff.crossattn", 1, "ovdiff sample", {
     "positions": TensorSpec("int64", ("T",)),
     "phrase_positions": TensorSpec("int64", ("P",)),
 }, meta_keys=("class", "prompt", "models"))
+
+#: One batch of recorded attention while a support set is being sampled (``.crossattn-partial/``);
+#: joined into crossattn.safetensors when the set is complete, so a killed run resumes per batch.
+CROSSATTN_PART = Schema("ovdiff.crossattn-part", 1, "ovdiff sample", {
+    "attn": TensorSpec("float32", ("B", "L", "T", "G", "G")),
+    "counts": TensorSpec("int64", ("B", "L")),
+    "indices": TensorSpec("int64", ("B",)),
+}, meta_keys=("params",))
 
 ATTRIBUTION = Schema("ovdiff.attribution", 1, "ovdiff attribute", {
     "attribution": TensorSpec("float32", ("N", "S", "S")),     # A, min–max normalised at image size
@@ -111,6 +120,13 @@ class SupportSet:
     @property
     def attribution_path(self) -> Path:
         return self.path / "attribution.safetensors"
+
+    @property
+    def partial_dir(self) -> Path:
+        return self.path / ".crossattn-partial"
+
+    def partial_path(self, batch: int) -> Path:
+        return self.partial_dir / f"batch-{batch:05d}.safetensors"
 
     def image_path(self, index: int) -> Path:
         return self.images_dir / f"{index:05d}.png"
@@ -184,6 +200,28 @@ class SupportSet:
 
     def read_attribution(self) -> Attribution:
         return read_attribution(self.attribution_path)
+
+    def write_partial(self, batch: int, attn: torch.Tensor, counts: torch.Tensor, indices: torch.Tensor,
+                      params: dict[str, Any]) -> Path:
+        """Attention of one finished batch of images (see :data:`CROSSATTN_PART`)."""
+        return tensorfile.write(self.partial_path(batch), CROSSATTN_PART,
+                                {"attn": attn, "counts": counts, "indices": indices}, {"params": params})
+
+    def read_partial(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        f = tensorfile.read(self.partial_path(batch), CROSSATTN_PART)
+        return f.tensors["attn"], f.tensors["counts"], f.tensors["indices"], f.meta["params"]
+
+    def clear(self) -> None:
+        """Remove everything ovdiff wrote here (images, masks, tensors, partial batches)."""
+        for folder in (self.images_dir, self.masks_dir, self.partial_dir):
+            if folder.is_dir():
+                for p in folder.iterdir():
+                    if p.is_file():
+                        p.unlink()
+                with contextlib.suppress(OSError):  # a folder holding files of the user's stays
+                    folder.rmdir()
+        for p in (self.crossattn_path, self.attribution_path):
+            p.unlink(missing_ok=True)
 
 
 def read_crossattn(path: str | os.PathLike[str]) -> CrossAttention:

@@ -209,7 +209,14 @@ def parse(spec: str, overlay: bool = True) -> Vocabulary:
     looks_like_path = "/" in text or "\\" in text or path.suffix.lower() in (".txt", ".tsv", ".vocab")
     if path.is_file() or (looks_like_path and "," not in text):
         return read_file(path, overlay)
+    if "," not in text and text:
+        # A lone word is far more often a misspelt built-in or a missing file than a vocabulary
+        # of one class; the trailing comma says "a list" explicitly.
+        raise BadInput(f"--vocab {text!r} is neither a file nor a built-in vocabulary",
+                       f"choose one of {', '.join(BUILTIN)}, give a file, or write '{text},' for a one-class list")
     names = [n.strip() for n in text.split(",")]
+    if len(names) > 1 and not names[-1]:
+        names.pop()  # "cat," is the one-class list
     if not any(names):
         raise BadInput("--vocab is empty", "give a file, a built-in (voc, context, coco-object) or a list like cat,dog")
     if any(not n for n in names):

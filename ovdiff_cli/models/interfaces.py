@@ -46,14 +46,42 @@ class Generator(Protocol):
 
     name: str
     tiny: bool
+    image_size: int
 
-    def tokens(self, prompt: str) -> list[str]:
-        """Token strings of ``prompt`` as the text encoder sees them, BOS first, up to EOS."""
+    def tokens(self, text: str) -> list[str]:
+        """Token strings of ``text`` as the text encoder sees them, without BOS/EOS, untruncated.
+
+        Position ``i`` of this list is position ``i + 1`` of the encoder's 77-token sequence.
+        """
+        ...
+
+    def layer_names(self) -> list[str]:
+        """Names of the recorded attention layers, in the order of the recording's L axis."""
+        ...
+
+    def noise_shape(self, batch: int) -> tuple[int, ...]:
+        """Shape of the initial noise for ``batch`` images, e.g. (B, 4, 64, 64) for SD at 512²."""
         ...
 
     def generate(self, prompts: Sequence[str], negative_prompt: str, noise: torch.Tensor, *, steps: int,
-                 guidance: float, record_positions: Sequence[int] | None) -> Generation:
-        """Draw one image per prompt from initial latents ``noise`` [B, C, h, w]."""
+                 guidance: float, record_positions: Sequence[int] | None,
+                 scheduler: dict[str, Any] | None = None) -> Generation:
+        """Draw one image per prompt from initial noise [B, ...] (:meth:`noise_shape`)."""
+        ...
+
+
+@runtime_checkable
+class ImageAttender(Protocol):
+    """A text-to-image model that can record its cross-attention on existing images."""
+
+    image_size: int
+
+    def tokens(self, text: str) -> list[str]:
+        ...
+
+    def attend(self, images: torch.Tensor, prompt: str, timesteps: Sequence[int], record_positions: Sequence[int],
+               seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """images [B, 3, S, S] in [0, 1] → attention [B, L, T, S/8, S/8] and counts [B, L]."""
         ...
 
 

@@ -72,6 +72,7 @@ class StableDiffusion:
     scheduler_config: dict[str, Any]
     tiny: bool
     vae_scale: float = 0.18215
+    image_size: int = 512  # the side it draws at: 512 for SD-1.5
 
     @property
     def device(self) -> torch.device:
@@ -127,32 +128,58 @@ def load_sd15(files: dict[str, Path], device: torch.device, dtype: torch.dtype) 
 
 
 def build_tiny_sd(device: torch.device, dtype: torch.dtype, seed: int = 0) -> StableDiffusion:
-    """SD-1.5's layout at toy width, random weights from ``seed``; 512² images ↔ 64² latents."""
+    """SD-1.5's layout at toy width, random weights from ``seed``.
+
+    It draws 128² images (16² latents) by default: the networks run at any size, and at 512²
+    the first level's self-attention over 4,096 tokens alone would cost seconds per step on a CPU.
+    """
+    return _build_random("tiny-sd", device, dtype, seed, widths=(16, 32, 32, 32), vae_widths=(8, 16, 16, 16),
+                         groups=8, text=(32, 64, 2, 4), image_size=128, vae_layers=1)
+
+
+def build_sd15_random(device: torch.device, dtype: torch.dtype, seed: int = 0) -> StableDiffusion:
+    """SD-1.5's exact architecture (860M UNet, VAE, ViT-L/14 text encoder) with random weights.
+
+    For timing the real networks where the weights cannot be downloaded (benchmarks); it says
+    ``tiny`` in its outputs because its pictures are noise. Built on ``device`` directly.
+    """
+    return _build_random("sd15-architecture-random-weights", device, dtype, seed, widths=(320, 640, 1280, 1280),
+                         vae_widths=(128, 256, 512, 512), groups=32, text=(768, 3072, 12, 12), image_size=512,
+                         vae_layers=2, cross_dim=768)
+
+
+def _build_random(name: str, device: torch.device, dtype: torch.dtype, seed: int, *, widths: tuple[int, ...],
+                  vae_widths: tuple[int, ...], groups: int, text: tuple[int, int, int, int], image_size: int,
+                  vae_layers: int, cross_dim: int | None = None) -> StableDiffusion:
+    """SD-1.5's block layout at the given widths; ``text`` = (hidden, MLP, layers, heads)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from ovdiff_cli.models.tokenizer import clip_tokenizer
 
-    with torch.random.fork_rng(devices=[]):
+    hidden, mlp, layers, heads = text
+    build_on = device if device.type != "cpu" else torch.device("cpu")
+    with torch.random.fork_rng(devices=[]), build_on:
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
-            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+            sample_size=image_size // 8, in_channels=4, out_channels=4, layers_per_block=2,
             down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
             up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-            block_out_channels=(16, 32, 32, 32), cross_attention_dim=32,
+            block_out_channels=widths, cross_attention_dim=cross_dim or hidden,
             attention_head_dim=8,  # diffusers' legacy name: SD-1.5 configs mean 8 heads by it
-            norm_num_groups=8,
+            norm_num_groups=groups,
         )
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, sample_size=512,
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=vae_layers, sample_size=image_size,
             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 16, 16, 16), norm_num_groups=8, scaling_factor=0.18215,
+            block_out_channels=vae_widths, norm_num_groups=groups, scaling_factor=0.18215,
         )
         text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=32,
+            vocab_size=49408, hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
+            num_attention_heads=heads, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=hidden,
         ))
-    sd = StableDiffusion("tiny-sd", unet, vae, text_encoder, clip_tokenizer(), dict(SD15_SCHEDULER), tiny=True)
+    sd = StableDiffusion(name, unet, vae, text_encoder, clip_tokenizer(), dict(SD15_SCHEDULER), tiny=True,
+                         image_size=image_size)
     for m in (sd.unet, sd.vae, sd.text_encoder):
         # nn.Module.to, not diffusers' override, which warns about fp32-only modules SD-1.5 lacks.
         nn.Module.to(m, dtype=dtype)

@@ -13,22 +13,10 @@ import gzip
 from pathlib import Path
 from typing import Any
 
+from ovdiff_cli.core.tokens import bytes_to_unicode
+
 #: OpenAI CLIP's tokenizer uses the first 49,152 − 256 − 2 merges of the file.
 N_MERGES = 49152 - 256 - 2
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible map from bytes to printable characters."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in chars)))
 
 
 def bpe_path() -> Path:
@@ -43,7 +31,7 @@ def vocab_and_merges() -> tuple[dict[str, int], list[str]]:
     """The token → id table and the merges, as the CLIP tokenizer files hold them."""
     with gzip.open(bpe_path(), "rt", encoding="utf-8") as f:
         merges = f.read().split("\n")[1 : N_MERGES + 1]
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())
     tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     return {t: i for i, t in enumerate(tokens)}, merges

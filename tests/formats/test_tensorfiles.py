@@ -339,9 +339,13 @@ def test_written_files_follow_umask(tmp_path: Path):
     old = os.umask(0o022)
     try:
         atomic.write_text(tmp_path / "t.txt", "x")
+        # safetensors recreates the file it writes, owner-only; the atomic writer still gives 0644
+        with atomic.atomic_path(tmp_path / "t.safetensors") as tmp:
+            save_file({"x": torch.zeros(1)}, str(tmp))
     finally:
         os.umask(old)
     assert (tmp_path / "t.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "t.safetensors").stat().st_mode & 0o777 == 0o644
 
 
 # ---------------------------------------------------------------------------------------------

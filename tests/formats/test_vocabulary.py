@@ -377,8 +377,18 @@ def test_parse_inline_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert [(c.name, c.prompt, c.kind, c.slug) for c in v.classes] == [
         ("cat", "cat", "thing", "cat"), ("hot dog", "hot dog", "thing", "hot-dog"), ("sky", "sky", "stuff", "sky"),
         ("keyboard", "computer keyboard", "thing", "keyboard")]
-    assert parse("keyboard", overlay=False).classes[0].prompt == "keyboard"
-    assert parse("cat").names == ["cat"]
+    assert parse("keyboard,", overlay=False).classes[0].prompt == "keyboard"
+    assert parse("cat,").names == ["cat"]
+    assert parse("cat, dog,").names == ["cat", "dog"]
+
+
+@pytest.mark.parametrize("spec", ["vocc", "cat"])
+def test_a_lone_word_that_is_no_file_or_builtin_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           spec: str):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BadInput) as e:
+        parse(spec)
+    one_line_with(e.value, repr(spec), "voc, context, coco-object", f"'{spec},'")
 
 
 def test_parse_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -1,0 +1,54 @@
+"""Frozen settings of the stages, with the method's defaults (METHOD.md §0.1, §1, §2).
+
+Each is written into the metadata of the files it shapes, so a rerun can tell whether an
+existing output was made the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: The official release's negative prompt (METHOD.md §1).
+NEGATIVE_PROMPT = "text, low quality, blurry, cartoon, meme, low resolution, bad, poor, faded"
+
+#: The official release's template; paper v1 used "A good photo of a {}".
+TEMPLATE = "A good picture of a {}"
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """How support images are drawn (METHOD.md §1)."""
+
+    num_images: int = 32
+    batch_size: int = 8
+    steps: int = 30
+    guidance: float = 8.0
+    template: str = TEMPLATE
+    negative_prompt: str = NEGATIVE_PROMPT
+    seed: int = 42
+    reseed_per_class: bool = True
+    size: int = 512
+    scheduler: dict[str, Any] = field(default_factory=lambda: {
+        "name": "DPMSolverMultistepScheduler", "algorithm_type": "dpmsolver++", "solver_order": 2,
+        "timestep_spacing": "linspace", "final_sigmas_type": "zero", "lower_order_final": True,
+        "prediction_type": "epsilon"})
+
+    def to_meta(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: Timesteps at which `attribute --renoise` re-noises an image (see core.attribution).
+RENOISE_TIMESTEPS = (100, 250, 400, 550, 700)
+
+
+@dataclass(frozen=True)
+class AttributeSettings:
+    """How attribution maps are made from recorded attention (METHOD.md §2)."""
+
+    layers: tuple[int, ...] = tuple(range(16))
+    size: int = 512
+    eps: float = 1e-6
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"layers": list(self.layers), "size": self.size, "eps": self.eps}

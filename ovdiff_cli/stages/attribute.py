@@ -1,0 +1,153 @@
+"""attribute: attribution maps of a support set (METHOD.md §2).
+
+From the recorded cross-attention when the folder has it. Otherwise, with ``renoise``, by
+encoding each image, noising it at a few timesteps and recording the UNet's attention to the
+prompt: this works for any images, generated or not, but has no counterpart in the paper and no
+reference numbers, so its outputs say ``"source": "renoise"``.
+
+Re-noising timesteps (``core.settings.RENOISE_TIMESTEPS`` = 100, 250, 400, 550, 700 of 1000):
+evenly spread over the part of the schedule where the noisy latent still shows the image's
+layout. Past about t = 700, √ᾱ falls below 0.5 and the attention reflects the prompt more than
+the picture; below t = 100 the UNet sees an almost clean latent and attends to textures. Five
+passes cost about a sixth of sampling one image with 30 guided steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ovdiff_cli import log
+from ovdiff_cli.core import tokens as tok
+from ovdiff_cli.core.attention import attribution_maps, raw_attribution
+from ovdiff_cli.core.settings import RENOISE_TIMESTEPS, TEMPLATE, AttributeSettings
+from ovdiff_cli.errors import BadFile, BadInput
+from ovdiff_cli.formats.atomic import file_sha256
+from ovdiff_cli.formats.supportset import Attribution, SupportSet
+from ovdiff_cli.models import registry
+from ovdiff_cli.models.generator import as_generator
+from ovdiff_cli.models.interfaces import ImageAttender
+
+#: Seed of the re-noising generator (the method's test-time seed, METHOD.md §12 R9).
+RENOISE_SEED = 43
+
+
+def _existing_matches(s: SupportSet, wanted: dict[str, Any]) -> bool:
+    if not s.attribution_path.is_file():
+        return False
+    old = s.read_attribution().meta
+    if all(old.get(k) == v for k, v in wanted.items()):
+        return True
+    raise BadFile(s.attribution_path, "was made with other settings (" +
+                  ", ".join(k for k, v in wanted.items() if old.get(k) != v) + " differ)",
+                  fix="pass --overwrite to recompute it")
+
+
+def from_recording(s: SupportSet, phrase: str | None, settings: AttributeSettings, overwrite: bool) -> Path:
+    """Attribution from ``crossattn.safetensors``: the class phrase's tokens, or ``phrase``'s."""
+    rec = s.read_crossattn()
+    n_images = len(s.image_indices())
+    if rec.attn.shape[0] != n_images:
+        raise BadFile(s.crossattn_path, f"holds {rec.attn.shape[0]} images, the folder {n_images}", "ovdiff sample")
+    if max(settings.layers) >= rec.attn.shape[1]:
+        raise BadInput(f"--attn-layers: the recording has {rec.attn.shape[1]} layers (0..{rec.attn.shape[1] - 1})")
+    recorded = rec.positions.tolist()
+    if phrase is None:
+        index = [recorded.index(p) for p in rec.phrase_positions.tolist()]
+    else:
+        try:
+            index = tok.locate_words(rec.tokens, phrase)
+        except ValueError as e:
+            raise BadInput(f"--phrase {phrase!r}: {e} {rec.meta.get('prompt', '')!r}",
+                           "give words of the prompt") from None
+    positions = [recorded[i] for i in index]
+    wanted = {"source": "recorded", "positions": positions, "settings": settings.to_meta(),
+              "crossattn_sha256": file_sha256(s.crossattn_path)}
+    if not overwrite and _existing_matches(s, wanted):
+        log.logger.info("%s: attribution exists, skipped", s.path)
+        return s.attribution_path
+    size = int(s.read_image(s.image_indices()[0])[0].shape[0])
+    a64, a = attribution_maps(raw_attribution(rec.attn, rec.counts, index, settings.layers), size, settings.eps)
+    meta = {**wanted, "class": rec.meta.get("class", s.path.name), "phrase": phrase or rec.meta.get("phrase"),
+            "tokens": [rec.tokens[i] for i in index], "models": rec.meta.get("models", {}),
+            "inputs": {"crossattn.safetensors": wanted["crossattn_sha256"]}, "reference": True}
+    s.write_attribution(Attribution(a, a64, meta))
+    return s.attribution_path
+
+
+def _load_images(s: SupportSet, size: int) -> torch.Tensor:
+    """Every image of the set as [N, 3, size, size] in [0, 1], squashed (bilinear) when of another size."""
+    out = []
+    for i in s.image_indices():
+        rgb, _ = s.read_image(i)
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        out.append(x)
+    return torch.cat(out)
+
+
+def by_renoising(s: SupportSet, attender: ImageAttender, models_meta: dict[str, Any], phrase: str | None,
+                 template: str, settings: AttributeSettings, batch_size: int, overwrite: bool) -> Path:
+    """Attribution of any images by re-noising them through the diffusion model (see the module doc)."""
+    first_meta = s.class_meta()
+    phrase = phrase or first_meta.get("phrase") or s.path.name.replace("-", " ").replace("_", " ")
+    before, after = tok.split_template(template)
+    prompt = f"{before}{phrase}{after}"
+    tokens = attender.tokens(prompt)
+    if len(tokens) > tok.MAX_TEXT_TOKENS:
+        raise BadInput(f"{s.path}: the prompt {prompt!r} has {len(tokens)} tokens, at most {tok.MAX_TEXT_TOKENS} fit",
+                       "use a shorter --phrase")
+    positions = tok.phrase_positions(tokens, attender.tokens(before) if before.strip() else [], attender.tokens(phrase))
+    images = _load_images(s, attender.image_size)
+    inputs = {s.image_path(i).name: file_sha256(s.image_path(i)) for i in s.image_indices()}
+    wanted = {"source": "renoise", "positions": positions, "settings": settings.to_meta(), "prompt": prompt,
+              "timesteps": list(RENOISE_TIMESTEPS), "inputs": inputs}
+    if not overwrite and _existing_matches(s, wanted):
+        log.logger.info("%s: attribution exists, skipped", s.path)
+        return s.attribution_path
+    attn, counts = [], []
+    for start in log.progress(range(0, len(images), batch_size), desc=s.path.name, unit="batch"):
+        a, c = attender.attend(images[start : start + batch_size], prompt, RENOISE_TIMESTEPS, positions,
+                               RENOISE_SEED + start)
+        attn.append(a)
+        counts.append(c)
+    index = list(range(len(positions)))
+    raw = raw_attribution(torch.cat(attn), torch.cat(counts), index, settings.layers)
+    a64, a = attribution_maps(raw, attender.image_size, settings.eps)
+    meta = {**wanted, "class": first_meta.get("class", phrase), "phrase": phrase, "models": models_meta,
+            "tokens": [tokens[p - 1] for p in positions], "reference": False}
+    s.write_attribution(Attribution(a, a64, meta))
+    return s.attribution_path
+
+
+def attribute(folders: Sequence[Path], phrase: str | None = None, settings: AttributeSettings = AttributeSettings(),
+              overwrite: bool = False, renoise: bool = False, preset: str = "paper",
+              device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, template: str = TEMPLATE,
+              batch_size: int = 8) -> list[Path]:
+    """Write ``attribution.safetensors`` in each support-set folder; return the files."""
+    sets = [SupportSet.open(f) for f in folders]  # every folder checked before any work
+    missing = [s for s in sets if not s.crossattn_path.is_file()]
+    if missing and not renoise:
+        raise BadFile(missing[0].crossattn_path, "does not exist (no recorded attention)",
+                      fix="record it with `ovdiff sample`, or pass --renoise to attribute existing images")
+    attender = None
+    out = []
+    for s in sets:
+        if renoise:
+            if attender is None:
+                p = registry.get_preset(preset)
+                attender = as_generator(registry.load(p, "generator", device, dtype))
+                if not isinstance(attender, ImageAttender):
+                    raise BadInput(f"preset {preset!r}'s generator cannot attend to existing images",
+                                   "drop --renoise and sample the images")
+                models_meta = p.describe()
+            out.append(by_renoising(s, attender, models_meta, phrase, template, settings, batch_size, overwrite))
+        else:
+            out.append(from_recording(s, phrase, settings, overwrite))
+    return out

@@ -1,0 +1,263 @@
+"""sample: draw a support set per class with Stable Diffusion, recording cross-attention (METHOD.md §1).
+
+Per class: reseed (python, numpy, torch) and start one CPU generator at the seed; initial noise
+is drawn from it batch after batch in float16, so every class starts from the same noises and
+only the prompt differs. Each finished batch writes its images and a partial attention file, so
+a killed run resumes at the batch it was in; the partial files are joined into
+``crossattn.safetensors`` when the set is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ovdiff_cli import log
+from ovdiff_cli.core import tokens as tok
+from ovdiff_cli.core.settings import SampleSettings
+from ovdiff_cli.errors import BadFile, BadInput, ModelUnavailable
+from ovdiff_cli.formats.supportset import CrossAttention, SupportSet
+from ovdiff_cli.formats.vocabulary import VocabClass
+from ovdiff_cli.models import registry
+from ovdiff_cli.models.generator import SafetyFilter, as_generator
+from ovdiff_cli.models.interfaces import Generator
+from ovdiff_cli.options import Shard
+
+#: Safety-checker retries per flagged image before giving up.
+MAX_REPLACEMENTS = 10
+
+#: Parameters that must match for an existing folder to be resumed or reused.
+IDENTITY_KEYS = ("class", "prompt", "phrase", "negative_prompt", "seed", "reseed_per_class", "steps", "guidance",
+                 "scheduler", "model", "num_images", "batch_size", "size")
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """A class's prompt, its tokens (without BOS/EOS) and the positions to record (BOS = 0)."""
+
+    prompt: str
+    phrase: str
+    tokens: tuple[str, ...]
+    positions: tuple[int, ...]
+    phrase_positions: tuple[int, ...]
+
+
+def plan_prompt(gen: Generator, vclass: VocabClass, template: str, free_prompt: str | None = None) -> PromptPlan:
+    """Fill the template with the class prompt and find the phrase's tokens after the template prefix.
+
+    Every token of the prompt is recorded (so `attribute --phrase` can pick another); the class
+    phrase's positions are T(c). A free-text prompt records all tokens and takes all as the phrase.
+    """
+    if free_prompt is not None:
+        prompt, phrase = " ".join(free_prompt.split()), " ".join(free_prompt.split())
+        if not prompt:
+            raise BadInput("--prompt is empty", "give the text to draw")
+    else:
+        try:
+            before, after = tok.split_template(template)
+        except ValueError as e:
+            raise BadInput(f"--template: {e}", 'write e.g. --template "A good photo of a {}"') from None
+        phrase = vclass.prompt
+        prompt = f"{before}{phrase}{after}"
+    tokens = gen.tokens(prompt)
+    if len(tokens) > tok.MAX_TEXT_TOKENS:
+        raise BadInput(f"class {vclass.name!r}: the prompt has {len(tokens)} tokens, only {tok.MAX_TEXT_TOKENS} "
+                       "fit the text encoder, so the phrase would be cut off", "shorten the class's prompt")
+    if free_prompt is not None:
+        positions = tuple(range(1, len(tokens) + 1))
+        return PromptPlan(prompt, phrase, tuple(tokens), positions, positions)
+    phrase_tokens = gen.tokens(phrase)
+    if not phrase_tokens:
+        raise BadInput(f"class {vclass.name!r} has an empty prompt phrase", "give the class a name or prompt")
+    try:
+        at = tok.phrase_positions(tokens, gen.tokens(before) if before.strip() else [], phrase_tokens)
+    except ValueError as e:
+        raise BadInput(f"class {vclass.name!r}: {e}", "check --template") from None
+    return PromptPlan(prompt, phrase, tuple(tokens), tuple(range(1, len(tokens) + 1)), tuple(at))
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch (CPU and CUDA); return a CPU generator for the noise."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def deterministic_mode() -> None:
+    """METHOD.md §1: deterministic algorithms (warn only), no cuDNN autotuning, a fixed cuBLAS workspace."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[B, 3, S, S] in [0, 1] → uint8 [B, S, S, 3] by ⌊255 x⌋ (truncation, as the official pipeline)."""
+    return (images.clamp(0, 1) * 255).floor().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+class ClassSampler:
+    """Draws one class's support set into a folder (see the module docstring)."""
+
+    def __init__(self, gen: Generator, settings: SampleSettings, models_meta: dict[str, Any],
+                 safety: SafetyFilter | None = None) -> None:
+        self.gen = gen
+        self.settings = settings
+        self.models_meta = models_meta
+        self.safety = safety
+
+    def params(self, vclass: VocabClass, plan: PromptPlan) -> dict[str, Any]:
+        s = self.settings
+        return {"class": vclass.name, "prompt": plan.prompt, "phrase": plan.phrase,
+                "negative_prompt": s.negative_prompt, "seed": s.seed, "reseed_per_class": s.reseed_per_class,
+                "steps": s.steps, "guidance": s.guidance, "scheduler": s.scheduler, "model": self.gen.name,
+                "tiny": bool(self.gen.tiny), "num_images": s.num_images, "batch_size": s.batch_size,
+                "size": self.gen.image_size, "safety_checker": self.safety is not None}
+
+    def _check_existing(self, s: SupportSet, params: dict[str, Any], overwrite: bool) -> None:
+        if not s.image_indices():
+            return
+        if overwrite:
+            s.clear()
+            return
+        old = s.class_meta()
+        differ = [k for k in IDENTITY_KEYS if old.get(k) != params.get(k)]
+        if differ:
+            raise BadFile(s.path, f"holds a support set made with other settings ({', '.join(differ)} differ)",
+                          fix="pass --overwrite to replace it, or choose another -o")
+
+    def _complete(self, s: SupportSet, params: dict[str, Any]) -> bool:
+        if len(s.image_indices()) != params["num_images"] or not s.crossattn_path.is_file():
+            return False
+        rec = s.read_crossattn()
+        return all(rec.meta.get(k) == params.get(k) for k in IDENTITY_KEYS)
+
+    def sample(self, vclass: VocabClass, plan: PromptPlan, folder: Path, noise_gen: torch.Generator,
+               overwrite: bool = False) -> Path:
+        """Sample (or resume, or reuse) one class's support set; return its folder."""
+        s = SupportSet(folder)
+        params = self.params(vclass, plan)
+        self._check_existing(s, params, overwrite)
+        n, b = self.settings.num_images, self.settings.batch_size
+        n_batches = math.ceil(n / b)
+        if self._complete(s, params):
+            log.logger.info("%s: complete, skipped", folder)
+            for _ in range(n_batches):  # keep the noise sequence where a fresh run would leave it
+                torch.randn(self.gen.noise_shape(min(b, n)), generator=noise_gen, dtype=torch.float16)
+            return folder
+        replaced = 0
+        for k in log.progress(range(n_batches), desc=vclass.name, unit="batch"):
+            idx = list(range(k * b, min(n, (k + 1) * b)))
+            noise = torch.randn(self.gen.noise_shape(len(idx)), generator=noise_gen, dtype=torch.float16)
+            if all(s.image_path(i).is_file() for i in idx) and s.partial_path(k).is_file():
+                _attn, _counts, _indices, old = s.read_partial(k)
+                if old == params:
+                    replaced += sum(bool(s.read_image(i)[1].get("replaced")) for i in idx)
+                    continue
+            out = self.gen.generate([plan.prompt] * len(idx), self.settings.negative_prompt, noise,
+                                    steps=self.settings.steps, guidance=self.settings.guidance,
+                                    record_positions=plan.positions, scheduler=self.settings.scheduler)
+            images, attn, counts = out.images, out.attention, out.counts
+            flagged = self._replace_flagged(plan, images, attn, counts, k)
+            replaced += len(flagged)
+            for j, (i, rgb) in enumerate(zip(idx, to_uint8(images))):
+                s.write_image(i, rgb, {**params, "index": i, "replaced": j in flagged})
+            s.write_partial(k, attn, counts, torch.tensor(idx), params)
+        self._join(s, plan, params, n_batches, replaced)
+        return folder
+
+    def _replace_flagged(self, plan: PromptPlan, images: torch.Tensor, attn: torch.Tensor, counts: torch.Tensor,
+                         batch: int) -> set[int]:
+        """Redraw, in place, every image the safety checker flags; return their batch positions.
+
+        Redraws take their noise from a generator of their own, seeded from the seed and the
+        batch index, so the main noise sequence is untouched and a resumed run redraws alike.
+        """
+        if self.safety is None:
+            return set()
+        flagged = {j for j, f in enumerate(self.safety.flags(images)) if f}
+        replacement_gen = torch.Generator("cpu").manual_seed(self.settings.seed * 100_003 + batch + 1)
+        for j in sorted(flagged):
+            for _attempt in range(MAX_REPLACEMENTS):
+                noise = torch.randn(self.gen.noise_shape(1), generator=replacement_gen, dtype=torch.float16)
+                out = self.gen.generate([plan.prompt], self.settings.negative_prompt, noise,
+                                        steps=self.settings.steps, guidance=self.settings.guidance,
+                                        record_positions=plan.positions, scheduler=self.settings.scheduler)
+                if not self.safety.flags(out.images)[0]:
+                    images[j], attn[j], counts[j] = out.images[0], out.attention[0], out.counts[0]
+                    break
+            else:
+                raise BadInput(f"the safety checker flagged {MAX_REPLACEMENTS} redraws of one image of "
+                               f"{plan.prompt!r}", "change the class prompt")
+        return flagged
+
+    def _join(self, s: SupportSet, plan: PromptPlan, params: dict[str, Any], n_batches: int, replaced: int) -> None:
+        parts = [s.read_partial(k) for k in range(n_batches)]
+        attn = torch.cat([p[0] for p in parts])
+        counts = torch.cat([p[1] for p in parts])
+        meta = {**params, "models": self.models_meta, "replaced": replaced}
+        s.write_crossattn(CrossAttention(attn, counts, torch.tensor(plan.positions), torch.tensor(plan.phrase_positions),
+                                         plan.tokens, tuple(self.gen.layer_names()), meta))
+        for k in range(n_batches):
+            s.partial_path(k).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            s.partial_dir.rmdir()
+
+
+def sample(classes: Sequence[VocabClass], out: Path, preset: str, device: torch.device, dtype: torch.dtype,
+           settings: SampleSettings, shard: Shard = Shard(), overwrite: bool = False, safety_checker: bool | None = None,
+           free_prompt: str | None = None) -> list[Path]:
+    """Sample a support set for each class of this shard into ``out/<slug>``; return the folders.
+
+    ``safety_checker`` None means: on when the preset has one.
+    """
+    if free_prompt is not None and len(classes) != 1:
+        raise BadInput("--prompt draws one class only", "give exactly one word with --prompt")
+    mine = shard.select(list(classes))
+    if not mine:
+        log.logger.info("shard %s has no classes", shard)
+        return []
+    p = registry.get_preset(preset)
+    gen = as_generator(registry.load(p, "generator", device, dtype))
+    if not isinstance(gen, Generator):
+        raise ModelUnavailable(f"{preset} generator", "the registry", "its object does not implement Generator")
+    safety = _safety(p, device, dtype, safety_checker)
+    deterministic_mode()
+    plans = [plan_prompt(gen, c, settings.template, free_prompt) for c in mine]  # fail before any drawing
+    sampler = ClassSampler(gen, settings, p.describe(), safety)
+    noise_gen = seed_everything(settings.seed)
+    folders = []
+    for vclass, plan in zip(mine, plans):
+        if settings.reseed_per_class:
+            noise_gen = seed_everything(settings.seed)
+        folders.append(sampler.sample(vclass, plan, out / vclass.slug, noise_gen, overwrite))
+    return folders
+
+
+def _safety(p: registry.Preset, device: torch.device, dtype: torch.dtype, wanted: bool | None) -> SafetyFilter | None:
+    """The preset's safety checker: required when ``wanted``, used when available when None."""
+    if wanted is False:
+        return None
+    if "safety_checker" not in p.slots:
+        if wanted:
+            raise BadInput(f"preset {p.name!r} has no safety checker", "drop --safety-checker")
+        return None
+    try:
+        return SafetyFilter(registry.load(p, "safety_checker", device, dtype))
+    except ModelUnavailable as e:
+        if wanted:
+            raise ModelUnavailable(e.model, e.where, f"{e.fix}; or pass --no-safety-checker") from None
+        log.warn_once("safety-checker", f"the safety checker is not available (looked in {e.where}); sampling "
+                      "without it. `ovdiff models download` fetches it; --no-safety-checker silences this")
+        return None
