@@ -33,3 +33,11 @@ def test_python_api_example(tmp_path: Path) -> None:
     assert bank.fg.owner.tolist() == [1, 2, 3]
     expected = load("tiny", "scorer").encode_texts(["a cat", "a dog", "a sky"])
     torch.testing.assert_close(bank.fg.vectors, expected)
+
+
+@pytest.mark.skipif(shutil.which("ovdiff") is None, reason="the ovdiff command is not installed (pip install -e .)")
+def test_support_sets_example(tmp_path: Path) -> None:
+    out = subprocess.run(["bash", str(ROOT / "examples" / "support_sets.sh")], capture_output=True, text=True,
+                         env={**ENV, "OUT": str(tmp_path / "support")}, check=True, timeout=300).stdout
+    assert out.splitlines() == ["cat\t[2, 128, 128]\tcat</w>",
+                                "donut with chocolate glaze\t[2, 128, 128]\tdonut</w> with</w> chocolate</w> glaze</w>"]

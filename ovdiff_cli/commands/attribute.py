@@ -25,7 +25,9 @@ def _layers(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
 
 @click.command("attribute", epilog="Example: ovdiff sample cat -o support | ovdiff attribute -")
 @click.argument("folders", nargs=-1, required=True)
-@click.option("--phrase", help="Attribute these words of the prompt instead of the class phrase.")
+@click.option("--phrase", help="Attribute these words of the prompt instead of the class phrase. With --renoise: "
+                                "the phrase put into the template [default: the images' class, else the "
+                                "folder's name].")
 @click.option("--attn-layers", callback=_layers, metavar="I,J,…",
               help="Cross-attention layers to average (0..15 in execution order) [default: all 16].")
 @click.option("--renoise", is_flag=True, help="Record attention by re-noising the images through the diffusion "
@@ -41,7 +43,8 @@ def attribute(folders: tuple[str, ...], phrase: str | None, attn_layers: tuple[i
               template: str, models: str, device: str, dtype: str, batch_size: int, overwrite: bool) -> None:
     """Write FOLDER/attribution.safetensors for each support-set FOLDER (`-` reads folders from stdin):
     one map per image in [0, 1], the class phrase's cross-attention averaged over steps, layers,
-    heads and tokens, min–max normalised on the 64 × 64 grid and again at image size.
+    heads and tokens, min–max normalised on the latent grid (64 × 64 for SD at 512²) and again at
+    image size.
 
     Prints each file written. Needs the recorded attention of `ovdiff sample`, or --renoise.
     """

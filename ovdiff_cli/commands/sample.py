@@ -28,9 +28,11 @@ from ovdiff_cli.core.settings import NEGATIVE_PROMPT, TEMPLATE, SampleSettings
 @options.seed(42)
 @click.option("--no-reseed-per-class", is_flag=True, help="Seed once for the whole run instead of per class "
                                                           "(results then depend on the class order and shard).")
-@click.option("--no-prompt-overlay", is_flag=True, help="Use class names as prompts, without METHOD's remaps.")
+@click.option("--no-prompt-overlay", is_flag=True, help="Use class names as prompts as they are, without the method's prompt "
+                                                       "overlay (e.g. keyboard → computer keyboard).")
 @click.option("--safety-checker/--no-safety-checker", default=None,
-              help="Redraw images SD's safety checker flags [default: on when the preset has one].")
+              help="Redraw images SD's safety checker flags [default: on when the preset has one "
+                   "and its weights are cached].")
 @options.models
 @options.device
 @options.dtype

@@ -242,3 +242,31 @@ def test_plan_prompt_rejects_a_phrase_cut_off_by_the_token_limit() -> None:
     too_long = from_words([" ".join(["zebra"] * 71)]).classes[0]
     with pytest.raises(BadInput, match="76 tokens"):
         sample_stage.plan_prompt(gen, too_long, "A good picture of a {}")
+
+
+@pytest.mark.gpu
+def test_sample_and_attribute_in_half_precision_on_a_gpu(runner, tmp_path: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    result = run(runner, "sample", "cat", *FAST, "--device", "cuda", "--dtype", "float16", "-o", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert run(runner, "attribute", str(tmp_path / "cat")).exit_code == 0
+    s = SupportSet(tmp_path / "cat")
+    rec = s.read_crossattn()
+    assert torch.isfinite(rec.attn).all() and rec.attn.sum() > 0
+    assert s.read_image(0)[1]["model"] == "tiny-sd"
+
+
+@pytest.mark.weights
+def test_sd15_records_16_layers_on_the_64_grid(tmp_path: Path, runner) -> None:
+    from ovdiff_cli.models import registry
+
+    comp = registry.get_preset("paper").component("generator")
+    if comp.missing_files() or comp.missing_packages():
+        pytest.skip("SD-1.5 weights not in the cache: run `ovdiff models download paper`")
+    result = run(runner, "sample", "potted plant", "-n", "1", "--steps", "2", "--no-safety-checker",
+                 "-o", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    rec = SupportSet(tmp_path / "potted-plant").read_crossattn()
+    assert rec.attn.shape == (1, 16, 7, 64, 64) and rec.phrase_positions.tolist() == [6, 7]
+    assert rec.counts.tolist() == [[2 * 8] * 16]
