@@ -13,7 +13,7 @@ import contextlib
 import math
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,11 +95,37 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed)
 
 
-def deterministic_mode() -> None:
-    """METHOD.md §1: deterministic algorithms (warn only), no cuDNN autotuning, a fixed cuBLAS workspace."""
+@contextlib.contextmanager
+def deterministic_mode() -> Iterator[None]:
+    """METHOD.md §1: deterministic algorithms (warn only), no cuDNN autotuning, a fixed cuBLAS workspace.
+
+    The previous settings come back afterwards: they are process-wide, and the Python API must
+    not leave them changed behind a caller's back.
+    """
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":16:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
+        if saved[3] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+def check_writable(out: Path) -> None:
+    """Fail before any model is loaded when ``out`` cannot be created or written (creates nothing)."""
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise BadFile(probe, "is not a folder, so no support set can be written under it",
+                      fix="choose another -o")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BadFile(probe, "is not writable", fix="choose a writable folder with -o")
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -228,20 +254,21 @@ def sample(classes: Sequence[VocabClass], out: Path, preset: str, device: torch.
     if not mine:
         log.logger.info("shard %s has no classes", shard)
         return []
+    check_writable(out)
     p = registry.get_preset(preset)
     gen = as_generator(registry.load(p, "generator", device, dtype))
     if not isinstance(gen, Generator):
         raise ModelUnavailable(f"{preset} generator", "the registry", "its object does not implement Generator")
     safety = _safety(p, device, dtype, safety_checker)
-    deterministic_mode()
     plans = [plan_prompt(gen, c, settings.template, free_prompt) for c in mine]  # fail before any drawing
     sampler = ClassSampler(gen, settings, p.describe(), safety)
-    noise_gen = seed_everything(settings.seed)
     folders = []
-    for vclass, plan in zip(mine, plans):
-        if settings.reseed_per_class:
-            noise_gen = seed_everything(settings.seed)
-        folders.append(sampler.sample(vclass, plan, out / vclass.slug, noise_gen, overwrite))
+    with deterministic_mode():
+        noise_gen = seed_everything(settings.seed)
+        for vclass, plan in zip(mine, plans):
+            if settings.reseed_per_class:
+                noise_gen = seed_everything(settings.seed)
+            folders.append(sampler.sample(vclass, plan, out / vclass.slug, noise_gen, overwrite))
     return folders
 
 

@@ -270,3 +270,11 @@ def test_sd15_records_16_layers_on_the_64_grid(tmp_path: Path, runner) -> None:
     rec = SupportSet(tmp_path / "potted-plant").read_crossattn()
     assert rec.attn.shape == (1, 16, 7, 64, 64) and rec.phrase_positions.tolist() == [6, 7]
     assert rec.counts.tolist() == [[2 * 8] * 16]
+
+
+def test_deterministic_mode_restores_the_process_settings() -> None:
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    with sample_stage.deterministic_mode():
+        assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == before
