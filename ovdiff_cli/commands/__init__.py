@@ -7,6 +7,7 @@ command is listed only once it works end to end.
 COMMANDS: dict[str, str] = {
     "attribute": "ovdiff_cli.commands.attribute:attribute",
     "info": "ovdiff_cli.commands.info:info",
+    "mask": "ovdiff_cli.commands.mask:mask",
     "models": "ovdiff_cli.commands.models:models",
     "sample": "ovdiff_cli.commands.sample:sample",
 }

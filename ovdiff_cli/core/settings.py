@@ -52,3 +52,24 @@ class AttributeSettings:
 
     def to_meta(self) -> dict[str, Any]:
         return {"layers": list(self.layers), "size": self.size, "eps": self.eps}
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """How support masks are chosen (METHOD.md §3)."""
+
+    proposer: str = "cutler"          # "cutler" (or another registered proposer) or "threshold"
+    score_threshold: float = 0.35     # CutLER detections kept above this score
+    max_detections: int = 100
+    min_size: int = 800               # detector input: short side, long side capped at max_size
+    max_size: int = 1333
+    fallback_fg: float = 0.5          # no usable proposal: fg = A > 0.5, bg = A < 0.2
+    fallback_bg: float = 0.2
+    bg_attn_max: float = 0.2          # proposal bg refined to A < 0.2, then one cross erosion
+    otsu_bins: int = 256
+    otsu_fallback: tuple[float, float] = (0.2, 0.5)  # (t_lo, t_hi) when multi-Otsu cannot split
+
+    def to_meta(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["otsu_fallback"] = list(self.otsu_fallback)
+        return d

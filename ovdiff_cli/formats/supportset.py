@@ -58,6 +58,13 @@ ATTRIBUTION = Schema("ovdiff.attribution", 1, "ovdiff attribute", {
     "attribution64": TensorSpec("float32", ("N", "G", "G")),   # A^64, on the attention grid
 }, meta_keys=("class", "models", "inputs"))
 
+#: The raw class-agnostic proposals behind the masks (``mask --save-proposals``), bit-packed.
+PROPOSALS = Schema("ovdiff.proposals", 1, "ovdiff mask --save-proposals", {
+    "masks": TensorSpec("uint8", ("J", "S", "B")),   # np.packbits along the last axis, B = ⌈S/8⌉
+    "scores": TensorSpec("float32", ("J",)),
+    "image": TensorSpec("int64", ("J",)),            # the support image each proposal belongs to
+}, meta_keys=("class", "proposer", "size"))
+
 _INDEX = re.compile(r"^(\d{5,})\.png$")
 
 
@@ -127,6 +134,14 @@ class SupportSet:
 
     def partial_path(self, batch: int) -> Path:
         return self.partial_dir / f"batch-{batch:05d}.safetensors"
+
+    @property
+    def overlays_dir(self) -> Path:
+        return self.path / "overlays"
+
+    @property
+    def proposals_path(self) -> Path:
+        return self.path / "proposals.safetensors"
 
     def image_path(self, index: int) -> Path:
         return self.images_dir / f"{index:05d}.png"
@@ -201,6 +216,19 @@ class SupportSet:
     def read_attribution(self) -> Attribution:
         return read_attribution(self.attribution_path)
 
+    def write_proposals(self, masks: torch.Tensor, scores: torch.Tensor, image: torch.Tensor,
+                        meta: dict[str, Any]) -> Path:
+        """Proposals masks [J, S, S] bool, scores [J], image index [J]; ``meta`` needs class and proposer."""
+        size = int(masks.shape[-1]) if masks.ndim == 3 else 0
+        packed = torch.from_numpy(np.packbits(masks.bool().numpy(), axis=-1)) if masks.numel() else \
+            torch.zeros(0, size, (size + 7) // 8, dtype=torch.uint8)
+        return tensorfile.write(self.proposals_path, PROPOSALS,
+                                {"masks": packed, "scores": scores.float(), "image": image.long()},
+                                {**meta, "size": size})
+
+    def read_proposals(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        return read_proposals(self.proposals_path)
+
     def write_partial(self, batch: int, attn: torch.Tensor, counts: torch.Tensor, indices: torch.Tensor,
                       params: dict[str, Any]) -> Path:
         """Attention of one finished batch of images (see :data:`CROSSATTN_PART`)."""
@@ -213,14 +241,14 @@ class SupportSet:
 
     def clear(self) -> None:
         """Remove everything ovdiff wrote here (images, masks, tensors, partial batches)."""
-        for folder in (self.images_dir, self.masks_dir, self.partial_dir):
+        for folder in (self.images_dir, self.masks_dir, self.partial_dir, self.overlays_dir):
             if folder.is_dir():
                 for p in folder.iterdir():
                     if p.is_file():
                         p.unlink()
                 with contextlib.suppress(OSError):  # a folder holding files of the user's stays
                     folder.rmdir()
-        for p in (self.crossattn_path, self.attribution_path):
+        for p in (self.crossattn_path, self.attribution_path, self.proposals_path):
             p.unlink(missing_ok=True)
 
 
@@ -245,6 +273,19 @@ def read_attribution(path: str | os.PathLike[str]) -> Attribution:
         if t.numel() and not (torch.isfinite(t).all() and t.min() >= 0 and t.max() <= 1):
             raise BadFile(f.path, f"tensor '{name}' has values outside [0, 1]", ATTRIBUTION.made_by)
     return Attribution(maps, maps64, f.meta)
+
+
+def read_proposals(path: str | os.PathLike[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """(masks [J, S, S] bool, scores [J], image [J], meta) of a proposals file."""
+    f = tensorfile.read(path, PROPOSALS)
+    size = int(f.meta["size"])
+    packed = f.tensors["masks"].numpy()
+    if packed.shape[-1] != (size + 7) // 8 or packed.shape[1] != size:
+        raise BadFile(f.path, f"holds {list(packed.shape[1:])} packed bytes per mask for size {size}",
+                      PROPOSALS.made_by)
+    masks = torch.from_numpy(np.unpackbits(packed, axis=-1, count=size).astype(bool)) if packed.size else \
+        torch.zeros(0, size, size, dtype=torch.bool)
+    return masks, f.tensors["scores"], f.tensors["image"], f.meta
 
 
 def _check_crossattn(rec: CrossAttention, path: Path, strict: bool) -> None:

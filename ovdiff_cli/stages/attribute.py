@@ -18,9 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ovdiff_cli import log
 from ovdiff_cli.core import tokens as tok
@@ -32,6 +30,7 @@ from ovdiff_cli.formats.supportset import Attribution, SupportSet
 from ovdiff_cli.models import registry
 from ovdiff_cli.models.generator import as_generator
 from ovdiff_cli.models.interfaces import ImageAttender
+from ovdiff_cli.stages.support import load_images
 
 #: Seed of the re-noising generator (the method's test-time seed, METHOD.md §12 R9).
 RENOISE_SEED = 43
@@ -80,18 +79,6 @@ def from_recording(s: SupportSet, phrase: str | None, settings: AttributeSetting
     return s.attribution_path
 
 
-def _load_images(s: SupportSet, size: int) -> torch.Tensor:
-    """Every image of the set as [N, 3, size, size] in [0, 1], squashed (bilinear) when of another size."""
-    out = []
-    for i in s.image_indices():
-        rgb, _ = s.read_image(i)
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        out.append(x)
-    return torch.cat(out)
-
-
 def by_renoising(s: SupportSet, attender: ImageAttender, models_meta: dict[str, Any], phrase: str | None,
                  template: str, settings: AttributeSettings, batch_size: int, overwrite: bool) -> Path:
     """Attribution of any images by re-noising them through the diffusion model (see the module doc)."""
@@ -104,7 +91,7 @@ def by_renoising(s: SupportSet, attender: ImageAttender, models_meta: dict[str, 
         raise BadInput(f"{s.path}: the prompt {prompt!r} has {len(tokens)} tokens, at most {tok.MAX_TEXT_TOKENS} fit",
                        "use a shorter --phrase")
     positions = tok.phrase_positions(tokens, attender.tokens(before) if before.strip() else [], attender.tokens(phrase))
-    images = _load_images(s, attender.image_size)
+    images = load_images(s, s.image_indices(), attender.image_size)
     inputs = {s.image_path(i).name: file_sha256(s.image_path(i)) for i in s.image_indices()}
     wanted = {"source": "renoise", "positions": positions, "settings": settings.to_meta(), "prompt": prompt,
               "timesteps": list(RENOISE_TIMESTEPS), "inputs": inputs}

@@ -12,7 +12,8 @@ from ovdiff_cli.formats import tensorfile
 from ovdiff_cli.formats.candidates import read_candidates
 from ovdiff_cli.formats.images import open_image, png_metadata
 from ovdiff_cli.formats.prototypes import BANK, PROTOTYPES, read_bank, read_prototypes
-from ovdiff_cli.formats.supportset import ATTRIBUTION, CROSSATTN, SupportSet, read_attribution, read_crossattn
+from ovdiff_cli.formats.supportset import (ATTRIBUTION, CROSSATTN, PROPOSALS, SupportSet, read_attribution,
+                                          read_crossattn, read_proposals)
 from ovdiff_cli.formats.tensorfile import Schema
 
 #: Schema name → (schema, reader that runs every check of the stage that consumes the file).
@@ -21,6 +22,7 @@ SCHEMAS: dict[str, tuple[Schema, Callable[[Path], Any]]] = {
     ATTRIBUTION.name: (ATTRIBUTION, read_attribution),
     PROTOTYPES.name: (PROTOTYPES, read_prototypes),
     BANK.name: (BANK, read_bank),
+    PROPOSALS.name: (PROPOSALS, read_proposals),
 }
 
 

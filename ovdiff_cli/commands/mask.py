@@ -1,0 +1,59 @@
+"""``ovdiff mask``: foreground and background masks of support images."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ovdiff_cli import options
+
+
+@click.command("mask", epilog="Example: ovdiff sample cat | ovdiff attribute - | ovdiff mask - --overlay")
+@click.argument("folders", nargs=-1, required=True)
+@click.option("--proposer", default="auto", show_default=True, metavar="auto|cutler|threshold|NAME",
+              help="Where instance proposals come from: CutLER (needs detectron2), `threshold` (multi-Otsu "
+                   "on the attribution maps, the paper's 'w/o CutLER'), a proposer registered as "
+                   "proposer.NAME, or auto: CutLER when it can be loaded, else threshold.")
+@click.option("--score-threshold", type=click.FloatRange(0, 1), default=0.35, show_default=True,
+              help="CutLER detections kept above this score.")
+@click.option("--fallback-fg", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Without usable proposals: foreground where attribution > this.")
+@click.option("--fallback-bg", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="Without usable proposals: background where attribution < this.")
+@click.option("--bg-attn-max", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="The background proposal keeps only pixels with attribution below this (then one erosion).")
+@click.option("--overlay", is_flag=True, help="Also write FOLDER/overlays/00000.png…: fg (red) and bg (blue) "
+                                              "over each image, for a person to check.")
+@click.option("--save-proposals", is_flag=True, help="Keep the raw proposals in FOLDER/proposals.safetensors.")
+@options.models
+@options.device
+@options.dtype
+@options.batch_size(8)
+@options.overwrite
+@options.verbosity
+def mask(folders: tuple[str, ...], proposer: str, score_threshold: float, fallback_fg: float, fallback_bg: float,
+         bg_attn_max: float, overlay: bool, save_proposals: bool, models: str, device: str, dtype: str,
+         batch_size: int, overwrite: bool) -> None:
+    """Write FOLDER/masks/00000.png… for each support-set FOLDER (`-` reads folders from stdin; a
+    FOLDER/attribution.safetensors path, as `ovdiff attribute` prints, stands for its folder):
+    palette PNGs with 0 = neither, 1 = foreground, 2 = background, from class-agnostic proposals
+    ranked by mean attribution (or the attribution thresholds). Needs `ovdiff attribute` first.
+
+    Prints each folder. A rerun skips masks made the same way; other settings are an error
+    unless --overwrite.
+    """
+    if fallback_bg > fallback_fg:
+        raise click.BadParameter("--fallback-bg must not exceed --fallback-fg", param_hint="--fallback-bg")
+    from ovdiff_cli.core.settings import MaskSettings
+    from ovdiff_cli.stages.mask import mask as run
+
+    paths = [Path(line.strip()) for f in folders for line in (sys.stdin if f == "-" else [f]) if line.strip()]
+    paths = [p.parent if p.name == "attribution.safetensors" and p.is_file() else p for p in paths]
+    settings = MaskSettings(score_threshold=score_threshold, fallback_fg=fallback_fg, fallback_bg=fallback_bg,
+                            bg_attn_max=bg_attn_max)
+    dev = options.resolve_device(device)
+    for folder in run(paths, proposer, models, dev, options.resolve_dtype(dtype, dev), settings, batch_size,
+                      overwrite, overlay, save_proposals):
+        click.echo(str(folder))

@@ -1,0 +1,188 @@
+"""mask: foreground and background masks of each support image (METHOD.md §3).
+
+With a proposer (CutLER by default): its class-agnostic instance masks, plus the region none of
+them covers, are ranked by mean attribution; the top one is foreground, the lowest background
+(refined), with the threshold fallback per image. With ``threshold`` (the paper's "w/o CutLER"):
+multi-Otsu thresholds of the class's attribution maps. ``auto`` takes CutLER when it can be
+loaded, else ``threshold``, and says so once.
+
+Masks are written at the attribution's size (the support images' size for sampled sets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ovdiff_cli import log
+from ovdiff_cli.core import masks as core
+from ovdiff_cli.core.settings import MaskSettings
+from ovdiff_cli.errors import BadFile, BadInput, ModelUnavailable
+from ovdiff_cli.formats.atomic import file_sha256
+from ovdiff_cli.formats.supportset import BACKGROUND, FOREGROUND, SupportSet
+from ovdiff_cli.models import registry
+from ovdiff_cli.models.cutler import CutlerProposer, CutlerWeights, detectron2_detector
+from ovdiff_cli.models.interfaces import MaskProposer
+from ovdiff_cli.stages.support import load_images
+
+THRESHOLD = "threshold"
+
+
+def resolve_proposer(name: str, preset: str, device: torch.device, dtype: torch.dtype,
+                     settings: MaskSettings) -> MaskProposer | None:
+    """The proposer called ``name`` in ``preset`` (None = attribution thresholds)."""
+    if name == THRESHOLD:
+        return None
+    p = registry.get_preset(preset)
+    if name == "auto":
+        if "proposer.cutler" not in p.slots:
+            log.warn_once("proposer", f"preset {p.name!r} has no CutLER; masks come from thresholding the "
+                                      "attribution maps (--proposer threshold)")
+            return None
+        try:
+            return as_proposer(registry.load(p, "proposer.cutler", device, dtype), settings)
+        except ModelUnavailable as e:
+            log.warn_once("proposer", f"CutLER is not available (looked in {e.where}), so masks come from "
+                                      f"thresholding the attribution maps. For CutLER: {e.fix}")
+            return None
+    return as_proposer(registry.load(p, f"proposer.{name}", device, dtype), settings)
+
+
+def as_proposer(obj: Any, settings: MaskSettings) -> MaskProposer:
+    """A :class:`MaskProposer` from what a ``proposer.*`` slot loads (CutLER weights get detectron2)."""
+    if isinstance(obj, CutlerWeights):
+        kw = {"score_threshold": settings.score_threshold, "max_detections": settings.max_detections,
+              "min_size": settings.min_size, "max_size": settings.max_size}
+        try:
+            detector = detectron2_detector(obj, **kw)
+        except Exception as e:  # a checkpoint detectron2 cannot read, a config it rejects
+            raise ModelUnavailable("cutler-cascade", str(obj.checkpoint),
+                                   f"building the detector failed ({' '.join(str(e).split())[:160]}); "
+                                   "see `ovdiff -v`, or use --proposer threshold") from None
+        return CutlerProposer(detector, **kw)
+    if isinstance(obj, MaskProposer):
+        return obj
+    raise ModelUnavailable(type(obj).__name__, "the registry", "a proposer slot must load a MaskProposer")
+
+
+class FolderMasker:
+    """Masks of one support set at a time, with resume and the optional extras."""
+
+    def __init__(self, proposer: MaskProposer | None, settings: MaskSettings, batch_size: int, overwrite: bool,
+                 overlay: bool, save_proposals: bool) -> None:
+        self.proposer = proposer
+        self.settings = settings
+        self.batch_size = batch_size
+        self.overwrite = overwrite
+        self.want_overlay = overlay
+        self.save_proposals = save_proposals
+        self.source = proposer.name if proposer is not None else THRESHOLD
+
+    def run(self, s: SupportSet) -> Path:
+        if not s.attribution_path.is_file():
+            raise BadFile(s.attribution_path, "does not exist", fix="make it with `ovdiff attribute`")
+        att = s.read_attribution()
+        indices = s.image_indices()
+        if att.maps.shape[0] != len(indices):
+            raise BadFile(s.attribution_path, f"holds {att.maps.shape[0]} maps, the folder {len(indices)} images",
+                          fix="rerun `ovdiff attribute --overwrite`")
+        wanted = {"proposer": self.source, "settings": self.settings.to_meta(),
+                  "attribution_sha256": file_sha256(s.attribution_path)}
+        todo = self._todo(s, indices, wanted)
+        if self.save_proposals and self.proposer is not None and not self._proposals_match(s, wanted):
+            todo = list(indices)  # the proposals file covers the whole set
+        if todo:
+            self._make(s, att.maps, att.maps64, indices, todo, wanted)
+        else:
+            log.logger.info("%s: masks exist, skipped", s.path)
+        if self.want_overlay:
+            self._overlays(s, indices, int(att.maps.shape[-1]))
+        return s.path
+
+    def _todo(self, s: SupportSet, indices: Sequence[int], wanted: dict[str, Any]) -> list[int]:
+        todo = []
+        for i in indices:
+            if not s.mask_path(i).is_file() or self.overwrite:
+                todo.append(i)
+                continue
+            old = s.read_mask(i)[1]
+            differ = [k for k, v in wanted.items() if old.get(k) != v]
+            if differ:
+                raise BadFile(s.mask_path(i), f"was made with other settings ({', '.join(differ)} differ)",
+                              fix="pass --overwrite to recompute the masks")
+        return todo
+
+    def _proposals_match(self, s: SupportSet, wanted: dict[str, Any]) -> bool:
+        if not s.proposals_path.is_file():
+            return False
+        meta = s.read_proposals()[3]
+        return all(meta.get(k) == v for k, v in wanted.items())
+
+    def _make(self, s: SupportSet, maps: torch.Tensor, maps64: torch.Tensor, indices: Sequence[int],
+              todo: Sequence[int], wanted: dict[str, Any]) -> None:
+        name = s.read_image(indices[0])[1].get("class", s.path.name)
+        position = {i: k for k, i in enumerate(indices)}
+        if self.proposer is None:
+            found = core.multi_otsu(maps64, self.settings.otsu_bins)
+            lo, hi = found if found is not None else self.settings.otsu_fallback
+            extra = {"thresholds": [lo, hi], "otsu": found is not None}
+            for i in log.progress(todo, desc=s.path.name, unit="img"):
+                a = maps[position[i]]
+                self._write(s, i, a > hi, a < lo, {**wanted, "class": name, "mode": THRESHOLD, **extra})
+            return
+        kept: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+        size = int(maps.shape[-1])
+        batches = [list(todo[k : k + self.batch_size]) for k in range(0, len(todo), self.batch_size)]
+        for batch in log.progress(batches, desc=s.path.name, unit="batch"):
+            for i, props in zip(batch, self.proposer.propose(load_images(s, batch, size))):
+                if props.masks.shape[-2:] != (size, size):
+                    raise ModelUnavailable(self.source, "its output", f"proposer returned masks of "
+                                           f"{list(props.masks.shape[-2:])} for {size}² images")
+                sel = core.select(props.masks, maps[position[i]], self.settings)
+                meta = {**wanted, "class": name, "mode": self.source if sel.mode == "proposals" else "fallback",
+                        "proposals": int(props.masks.shape[0]), "scores": sel.scores,
+                        "detector_scores": [float(x) for x in props.scores], "fg_index": sel.fg_index,
+                        "bg_index": sel.bg_index}
+                self._write(s, i, sel.fg, sel.bg, meta)
+                kept.append((props.masks, props.scores, i))
+        if self.save_proposals:
+            masks = torch.cat([m for m, _, _ in kept]) if kept else torch.zeros(0, size, size, dtype=torch.bool)
+            scores = torch.cat([sc.float() for _, sc, _ in kept]) if kept else torch.zeros(0)
+            image = torch.tensor([i for m, _, i in kept for _ in range(m.shape[0])], dtype=torch.long)
+            s.write_proposals(masks, scores, image, {**wanted, "class": name})
+
+    def _write(self, s: SupportSet, i: int, fg: torch.Tensor, bg: torch.Tensor, meta: dict[str, Any]) -> None:
+        if bool((fg & bg).any()):  # the rules make them disjoint; a mask file can hold only one label
+            raise AssertionError(f"foreground and background overlap in image {i} of {s.path}")
+        out = torch.zeros(fg.shape, dtype=torch.uint8)
+        out[fg] = FOREGROUND
+        out[bg] = BACKGROUND
+        s.write_mask(i, out.numpy(), {**meta, "fg_pixels": int(fg.sum()), "bg_pixels": int(bg.sum())})
+
+    def _overlays(self, s: SupportSet, indices: Sequence[int], size: int) -> None:
+        from ovdiff_cli.formats.images import write_rgb_png
+
+        for i in indices:
+            m = torch.from_numpy(s.read_mask(i)[0])
+            picture = core.overlay(load_images(s, [i], size)[0], m == FOREGROUND, m == BACKGROUND)
+            write_rgb_png(s.overlays_dir / f"{i:05d}.png", picture.numpy())
+
+
+def mask(folders: Sequence[Path], proposer: str = "auto", preset: str = "paper", device: torch.device | str = "cpu",
+         dtype: torch.dtype = torch.float32, settings: MaskSettings = MaskSettings(), batch_size: int = 8,
+         overwrite: bool = False, overlay: bool = False, save_proposals: bool = False) -> list[Path]:
+    """Write ``masks/`` (and optionally ``overlays/``, ``proposals.safetensors``) in each folder."""
+    sets = [SupportSet.open(f) for f in folders]  # every folder checked before any model loads
+    if save_proposals and proposer == THRESHOLD:
+        raise BadInput("--save-proposals needs a proposer; --proposer threshold has none",
+                       "drop --save-proposals or choose --proposer cutler")
+    chosen = resolve_proposer(proposer, preset, torch.device(device), dtype, settings)
+    settings = replace(settings, proposer=chosen.name if chosen is not None else THRESHOLD)
+    if save_proposals and chosen is None:
+        log.warn_once("no-proposals", "--save-proposals: thresholding has no proposals to save")
+    masker = FolderMasker(chosen, settings, batch_size, overwrite, overlay, save_proposals and chosen is not None)
+    return [masker.run(s) for s in sets]
