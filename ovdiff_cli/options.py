@@ -183,3 +183,10 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
         return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[spec]
     except KeyError:
         raise BadInput(f"--dtype {spec!r} is not auto, float32, float16 or bfloat16") from None
+
+
+def expand_stdin(args: Sequence[str]) -> list[str]:
+    """Command arguments with each ``-`` replaced by the lines of stdin (blank lines skipped)."""
+    import sys
+
+    return [line.strip() for a in args for line in (sys.stdin if a == "-" else [a]) if line.strip()]

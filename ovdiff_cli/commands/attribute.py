@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -51,7 +50,7 @@ def attribute(folders: tuple[str, ...], phrase: str | None, attn_layers: tuple[i
     from ovdiff_cli.core.settings import AttributeSettings
     from ovdiff_cli.stages.attribute import attribute as run
 
-    paths = [Path(line.strip()) for f in folders for line in (sys.stdin if f == "-" else [f]) if line.strip()]
+    paths = [Path(p) for p in options.expand_stdin(folders)]
     dev = options.resolve_device(device)
     for path in run(paths, phrase, AttributeSettings(layers=attn_layers), overwrite, renoise, models, dev,
                     options.resolve_dtype(dtype, dev), template, batch_size):

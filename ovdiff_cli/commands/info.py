@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
@@ -23,6 +22,6 @@ def info(paths: tuple[str, ...]) -> None:
     """
     from ovdiff_cli.stages.info import describe_all
 
-    expanded = [line.strip() for p in paths for line in (sys.stdin if p == "-" else [p]) if line.strip()]
+    expanded = options.expand_stdin(paths)
     for record in describe_all(expanded):
         click.echo(json.dumps(record, ensure_ascii=False))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -49,7 +48,7 @@ def mask(folders: tuple[str, ...], proposer: str, score_threshold: float, fallba
     from ovdiff_cli.core.settings import MaskSettings
     from ovdiff_cli.stages.mask import mask as run
 
-    paths = [Path(line.strip()) for f in folders for line in (sys.stdin if f == "-" else [f]) if line.strip()]
+    paths = [Path(p) for p in options.expand_stdin(folders)]
     paths = [p.parent if p.name == "attribution.safetensors" and p.is_file() else p for p in paths]
     settings = MaskSettings(score_threshold=score_threshold, fallback_fg=fallback_fg, fallback_bg=fallback_bg,
                             bg_attn_max=bg_attn_max)
