@@ -9,5 +9,6 @@ COMMANDS: dict[str, str] = {
     "info": "ovdiff_cli.commands.info:info",
     "mask": "ovdiff_cli.commands.mask:mask",
     "models": "ovdiff_cli.commands.models:models",
+    "prototype": "ovdiff_cli.commands.prototype:prototype",
     "sample": "ovdiff_cli.commands.sample:sample",
 }

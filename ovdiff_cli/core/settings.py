@@ -73,3 +73,17 @@ class MaskSettings:
         d = asdict(self)
         d["otsu_fallback"] = list(self.otsu_fallback)
         return d
+
+
+@dataclass(frozen=True)
+class PrototypeSettings:
+    """How prototypes are pooled from features (METHOD.md §4.2)."""
+
+    clusters: int = 32            # K parts per side (k-means)
+    kmeans_max_iter: int = 300
+    kmeans_tol: float = 1e-4      # scikit-learn semantics: relative to the mean feature variance
+    kmeans_seed: int = 0
+    seed: int = 43                # python/numpy/torch, at start and per class
+
+    def to_meta(self) -> dict[str, Any]:
+        return asdict(self)

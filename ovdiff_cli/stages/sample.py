@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from ovdiff_cli.models import registry
 from ovdiff_cli.models.generator import SafetyFilter, as_generator
 from ovdiff_cli.models.interfaces import Generator
 from ovdiff_cli.options import Shard
+from ovdiff_cli.stages.support import check_writable, seed_everything
 
 #: Safety-checker retries per flagged image before giving up.
 MAX_REPLACEMENTS = 10
@@ -85,16 +85,6 @@ def plan_prompt(gen: Generator, vclass: VocabClass, template: str, free_prompt: 
     return PromptPlan(prompt, phrase, tuple(tokens), tuple(range(1, len(tokens) + 1)), tuple(at))
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed python, numpy and torch (CPU and CUDA); return a CPU generator for the noise."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-    return torch.Generator("cpu").manual_seed(seed)
-
-
 @contextlib.contextmanager
 def deterministic_mode() -> Iterator[None]:
     """METHOD.md §1: deterministic algorithms (warn only), no cuDNN autotuning, a fixed cuBLAS workspace.
@@ -114,18 +104,6 @@ def deterministic_mode() -> Iterator[None]:
         torch.backends.cudnn.benchmark = saved[2]
         if saved[3] is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-
-
-def check_writable(out: Path) -> None:
-    """Fail before any model is loaded when ``out`` cannot be created or written (creates nothing)."""
-    probe = out
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise BadFile(probe, "is not a folder, so no support set can be written under it",
-                      fix="choose another -o")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise BadFile(probe, "is not writable", fix="choose a writable folder with -o")
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,58 @@
+"""``ovdiff prototype``: class, instance and part prototypes of support sets, per extractor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ovdiff_cli import options
+
+
+@click.command("prototype", epilog="Example: ovdiff mask support/* | ovdiff prototype - -x sd -x dino -x clip")
+@click.argument("folders", nargs=-1, required=True)
+@click.option("-x", "--extractor", "extractors", multiple=True, type=click.Choice(["sd", "dino", "clip", "mae"]),
+              help="Feature extractor; repeat for several [default: sd, dino, clip].")
+@options.output("Folder for the prototype files (<class>.<extractor>.safetensors).", default="prototypes",
+                file_okay=False)
+@click.option("--clusters", type=click.IntRange(min=1), default=32, show_default=True,
+              help="K: k-means parts per side.")
+@click.option("--sd-layers", type=click.Choice(["default", "paper-v1"]), default="default", show_default=True,
+              help="SD cross-attention layers whose queries are the features: default = first, mid, Up-1, "
+                   "Up-2, last (7680-d); paper-v1 drops the mid block (6400-d).")
+@click.option("--sd-timestep", type=click.IntRange(0, 999), default=200, show_default=True,
+              help="Noise level of the SD feature pass.")
+@click.option("--clip-norm", type=click.Choice(["imagenet", "clip"]), default="imagenet", show_default=True,
+              help="Input statistics for CLIP's features: ImageNet's (the official release) or CLIP's own.")
+@click.option("--mae-variant", type=click.Choice(["b16", "l16"]), default="b16", show_default=True,
+              help="MAE checkpoint for -x mae: long-sequence ViT-B/16 (official) or ViT-L/16 (paper v1).")
+@options.models
+@options.device
+@options.dtype
+@options.batch_size(8)
+@options.overwrite
+@options.verbosity
+def prototype(folders: tuple[str, ...], extractors: tuple[str, ...], output: str, clusters: int, sd_layers: str,
+              sd_timestep: int, clip_norm: str, mae_variant: str, models: str, device: str, dtype: str,
+              batch_size: int, overwrite: bool) -> None:
+    """Pool each support-set FOLDER's features over its masks into foreground and background
+    prototypes: the class mean, one per image, and K k-means parts (`-` reads folders from stdin).
+
+    Writes OUTPUT/<class>.<extractor>.safetensors for every class and extractor and prints each
+    file. Needs `ovdiff mask` first. A rerun skips files made the same way from the same images
+    and masks; others are an error unless --overwrite.
+    """
+    import torch
+
+    from ovdiff_cli.core.settings import PrototypeSettings
+    from ovdiff_cli.stages.prototype import prototype as run
+
+    paths = [Path(p) for p in options.expand_stdin(folders)]
+    dev = options.resolve_device(device)
+    net_dtype = options.resolve_dtype(dtype, dev)
+    # METHOD.md names half precision for SD only; with --dtype auto the ViTs stay in float32.
+    vit_dtype = torch.float32 if dtype == "auto" else net_dtype
+    for path in run(paths, extractors or ("sd", "dino", "clip"), Path(output), models, dev, net_dtype, vit_dtype,
+                    PrototypeSettings(clusters=clusters), batch_size, overwrite, sd_layers, sd_timestep,
+                    clip_norm, mae_variant):
+        click.echo(str(path))

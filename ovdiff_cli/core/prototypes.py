@@ -1,0 +1,117 @@
+"""Prototypes from dense features and masks (METHOD.md §3.5, §4.2) as pure functions.
+
+Shapes: support masks [N, S, S] bool; features of one image [D, h, w] float32; pooled pixel
+features [P, D] with their (n, y, x) index [P, 3].
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ovdiff_cli.core.settings import PrototypeSettings
+
+
+def grid_masks(masks: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """[N, S, S] bool → [N, h, w] bool: bilinear (align_corners=False, no antialias), cells > 0.
+
+    For 512 → 64 a cell is set when any of the 2 × 2 pixels at its centre (8k+3, 8k+4) is set.
+    """
+    if masks.shape[-2:] == (h, w):
+        return masks.bool()
+    small = F.interpolate(masks[:, None].float(), size=(h, w), mode="bilinear", align_corners=False,
+                          antialias=False)[:, 0]
+    return small > 0
+
+
+@dataclass
+class Pool:
+    """Pixel features gathered for one side of one class, image by image."""
+
+    dim: int
+
+    def __post_init__(self) -> None:
+        self.instances: list[torch.Tensor] = []
+        self.instance_image: list[int] = []
+        self.pixels: list[torch.Tensor] = []
+        self.index: list[torch.Tensor] = []
+
+    def add(self, n: int, features: torch.Tensor, mask: torch.Tensor) -> None:
+        """Pool image ``n``'s features [D, h, w] over ``mask`` [h, w]; an empty mask adds nothing."""
+        if not bool(mask.any()):
+            return
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        px = features[:, ys, xs].T.float().cpu()                    # [p, D]
+        self.pixels.append(px)
+        self.index.append(torch.stack([torch.full_like(ys, n), ys, xs], dim=1).cpu())
+        self.instances.append(px.double().mean(dim=0).float())
+        self.instance_image.append(n)
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side's prototypes: class [C ≤ 1, D], instance [I, D] with image ids [I], part [K', D],
+    pooled index [P, 3] and cluster label [P]."""
+
+    class_proto: torch.Tensor
+    instance: torch.Tensor
+    instance_image: torch.Tensor
+    part: torch.Tensor
+    pooled_index: torch.Tensor
+    pooled_label: torch.Tensor
+
+
+def kmeans(x: torch.Tensor, k: int, settings: PrototypeSettings = PrototypeSettings()) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means of x [P, D] with scikit-learn (k-means++, one run, Lloyd, tol relative to the mean
+    variance, fixed random state) → centroids float32 [K', D], labels [P].
+
+    K' = min(k, number of distinct rows): fewer distinct vectors than clusters cannot make k parts.
+    """
+    from sklearn.cluster import KMeans
+
+    if x.shape[0] == 0 or k <= 0:
+        return torch.zeros(0, x.shape[1]), torch.zeros(0, dtype=torch.long)
+    k_eff = min(k, distinct_rows(x, k))
+    km = KMeans(n_clusters=k_eff, init="k-means++", n_init=1, max_iter=settings.kmeans_max_iter,
+                tol=settings.kmeans_tol, random_state=settings.kmeans_seed, algorithm="lloyd")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning on ties; the result is still defined
+        labels = km.fit_predict(np.ascontiguousarray(x.numpy(), dtype=np.float32))
+    return torch.from_numpy(km.cluster_centers_.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
+
+
+def distinct_rows(x: torch.Tensor, enough: int) -> int:
+    """How many distinct rows x [P, D] has, counted exactly up to ``enough``.
+
+    Distinct values of a random projection are a lower bound (equal rows project alike), cheap
+    even for 40k × 7680 pooled SD features; only when that bound is below ``enough`` are the
+    rows compared exactly.
+    """
+    g = torch.Generator().manual_seed(0)
+    projection = x.double() @ torch.randn(x.shape[1], dtype=torch.float64, generator=g)
+    lower = int(torch.unique(projection).numel())
+    if lower >= enough:
+        return lower
+    return int(torch.unique(x, dim=0).shape[0])
+
+
+def build_side(pool: Pool, settings: PrototypeSettings = PrototypeSettings()) -> Side:
+    """Eq. 2 and 3: the class prototype (mean of all pooled pixels), one instance prototype per
+    image, K parts; all raw (not normalised). An empty pool gives an empty side."""
+    d = pool.dim
+    if not pool.pixels:
+        z = torch.zeros(0, d)
+        i = torch.zeros(0, dtype=torch.long)
+        return Side(z, z.clone(), i, z.clone(), torch.zeros(0, 3, dtype=torch.long), i.clone())
+    pixels = torch.cat(pool.pixels)
+    class_proto = pixels.double().mean(dim=0, keepdim=True).float()
+    part, labels = kmeans(pixels, settings.clusters, settings)
+    return Side(class_proto, torch.stack(pool.instances), torch.tensor(pool.instance_image, dtype=torch.long),
+                part, torch.cat(pool.index), labels)

@@ -1,0 +1,164 @@
+"""prototype: foreground and background prototypes of each class, per extractor (METHOD.md §4).
+
+Per extractor (loaded once), per support set: the support images' dense features, batched; the
+masks brought to the feature grid; per image with foreground on that grid, its fg and bg pixels
+pooled; then the class prototype, one instance prototype per image and K k-means parts per side.
+One file ``<out>/<slug>.<extractor>.safetensors`` per class and extractor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ovdiff_cli import log
+from ovdiff_cli.core.prototypes import Pool, Side, build_side, grid_masks
+from ovdiff_cli.core.settings import PrototypeSettings
+from ovdiff_cli.errors import BadFile, BadInput, ModelUnavailable
+from ovdiff_cli.formats.atomic import file_sha256
+from ovdiff_cli.formats.prototypes import PrototypeSide, Prototypes, prototype_path, read_prototypes, write_prototypes
+from ovdiff_cli.formats.supportset import BACKGROUND, FOREGROUND, SupportSet
+from ovdiff_cli.formats.vocabulary import slugify
+from ovdiff_cli.models import registry
+from ovdiff_cli.models.extractors import SLOTS, as_extractor
+from ovdiff_cli.models.interfaces import FeatureExtractor
+from ovdiff_cli.stages.support import check_writable, load_images, seed_everything
+
+EXTRACTORS = tuple(SLOTS)
+
+
+def _support_digest(s: SupportSet, indices: Sequence[int]) -> str:
+    """One SHA-256 over the images and masks a prototype file was pooled from."""
+    h = hashlib.sha256()
+    for i in indices:
+        h.update(file_sha256(s.image_path(i)).encode())
+        h.update(file_sha256(s.mask_path(i)).encode())
+    return h.hexdigest()
+
+
+def _read_masks(s: SupportSet, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, Counter]:
+    """fg and bg [N, S, S] bool of a set, and how many masks each mode made."""
+    missing = [i for i in indices if not s.mask_path(i).is_file()]
+    if missing:
+        raise BadFile(s.mask_path(missing[0]), f"does not exist ({len(missing)} of {len(indices)} masks missing)",
+                      fix="make the masks with `ovdiff mask`")
+    fg, bg, modes = [], [], Counter()
+    for i in indices:
+        m, meta = s.read_mask(i)
+        t = torch.from_numpy(m)
+        fg.append(t == FOREGROUND)
+        bg.append(t == BACKGROUND)
+        modes[str(meta.get("mode", "unknown"))] += 1
+    sizes = {tuple(t.shape) for t in fg}
+    if len(sizes) != 1 or len(next(iter(sizes))) != 2 or len(set(next(iter(sizes)))) != 1:
+        raise BadFile(s.masks_dir, f"holds masks of sizes {sorted(sizes)}; they must be square and alike",
+                      fix="rerun `ovdiff mask --overwrite`")
+    return torch.stack(fg), torch.stack(bg), modes
+
+
+def _side(side: Side) -> PrototypeSide:
+    return PrototypeSide(side.class_proto, side.instance, side.instance_image, side.part, side.pooled_index,
+                         side.pooled_label)
+
+
+class ClassPrototyper:
+    """Prototypes of one support set for one extractor."""
+
+    def __init__(self, extractor: FeatureExtractor, models_meta: dict[str, Any], settings: PrototypeSettings,
+                 batch_size: int, overwrite: bool) -> None:
+        self.extractor = extractor
+        self.models_meta = models_meta
+        self.settings = settings
+        self.batch_size = batch_size
+        self.overwrite = overwrite
+
+    def run(self, s: SupportSet, out: Path) -> Path:
+        indices = s.image_indices()
+        fg, bg, modes = _read_masks(s, indices)
+        name = str(s.read_image(indices[0])[1].get("class") or s.path.name)
+        path = prototype_path(out, slugify(name), self.extractor.name)
+        wanted = {"features": self.extractor.settings(), "settings": self.settings.to_meta(),
+                  "inputs": {"support_sha256": _support_digest(s, indices)}}
+        if path.is_file() and not self.overwrite:
+            old = read_prototypes(path).meta
+            differ = [k for k, v in wanted.items() if old.get(k) != v]
+            if not differ:
+                log.logger.info("%s: exists, skipped", path)
+                return path
+            raise BadFile(path, f"was made with other settings or inputs ({', '.join(differ)} differ)",
+                          fix="pass --overwrite to recompute it, or choose another -o")
+        seed_everything(self.settings.seed)
+        pools, grid = self._pool(s, indices, fg, bg)
+        if not len(pools["fg"]):
+            raise BadInput(f"class {name!r}: no support image has foreground on the {self.extractor.name} grid",
+                           "resample the class with another --seed or a larger -n, or check its masks")
+        sides = {k: build_side(p, self.settings) for k, p in pools.items()}
+        if sides["bg"].class_proto.shape[0] == 0:
+            log.logger.warning("warning: class %r has no background pixels on the %s grid; it contributes no "
+                               "background prototypes", name, self.extractor.name)
+        meta = {**wanted, "class": name, "extractor": self.extractor.name, "models": self.models_meta,
+                "support": str(s.path),
+                "grid": list(grid), "images": len(indices),
+                "images_used": {k: len(p) for k, p in pools.items()},
+                "parts": {k: int(v.part.shape[0]) for k, v in sides.items()},
+                "pixels": {k: int(v.pooled_index.shape[0]) for k, v in sides.items()},
+                "mask_modes": dict(sorted(modes.items()))}
+        for side, k in meta["parts"].items():
+            if 0 < k < self.settings.clusters:
+                log.logger.info("%s (%s): the %s pixels hold only %d distinct vectors, so %d parts instead of %d",
+                                name, self.extractor.name, side, k, k, self.settings.clusters)
+        return write_prototypes(path, Prototypes(_side(sides["fg"]), _side(sides["bg"]), meta))
+
+    def _pool(self, s: SupportSet, indices: Sequence[int], fg: torch.Tensor,
+              bg: torch.Tensor) -> tuple[dict[str, Pool], tuple[int, int]]:
+        size = int(fg.shape[-1])
+        pools = {"fg": Pool(self.extractor.dim), "bg": Pool(self.extractor.dim)}
+        grid = (0, 0)
+        batches = [list(range(k, min(k + self.batch_size, len(indices)))) for k in range(0, len(indices), self.batch_size)]
+        for batch in log.progress(batches, desc=f"{s.path.name} {self.extractor.name}", unit="batch"):
+            feats = self.extractor.features(load_images(s, [indices[k] for k in batch], size))
+            if feats.shape[1] != self.extractor.dim:
+                raise ModelUnavailable(self.extractor.name, "its output", f"returned {feats.shape[1]} channels, "
+                                       f"declared {self.extractor.dim}")
+            grid = tuple(feats.shape[-2:])
+            gfg, gbg = grid_masks(fg[batch], *grid), grid_masks(bg[batch], *grid)
+            for j, k in enumerate(batch):
+                if bool(gfg[j].any()):  # an image without foreground on the grid gives neither side
+                    pools["fg"].add(indices[k], feats[j], gfg[j])
+                    pools["bg"].add(indices[k], feats[j], gbg[j])
+        return pools, grid
+
+
+def prototype(folders: Sequence[Path], extractors: Sequence[str] = ("sd", "dino", "clip"), out: Path = Path("prototypes"),
+              preset: str = "paper", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+              vit_dtype: torch.dtype | None = None, settings: PrototypeSettings = PrototypeSettings(),
+              batch_size: int = 8, overwrite: bool = False, sd_layers: str = "default", sd_timestep: int = 200,
+              clip_norm: str = "imagenet", mae_variant: str = "b16") -> list[Path]:
+    """Write ``out/<slug>.<extractor>.safetensors`` for every support set and extractor; return the files.
+
+    ``dtype`` is SD's precision, ``vit_dtype`` (default: the same) the ViTs'.
+    """
+    unknown = [e for e in extractors if e not in EXTRACTORS]
+    if unknown:
+        raise BadInput(f"unknown extractor {unknown[0]!r}", f"choose from {', '.join(EXTRACTORS)}")
+    sets = [SupportSet.open(f) for f in folders]
+    for s in sets:  # every folder checked before any model loads
+        _read_masks(s, s.image_indices())
+    check_writable(out)
+    p = registry.get_preset(preset)
+    written = []
+    for name in dict.fromkeys(extractors):
+        slot = "extractor.mae-l16" if name == "mae" and mae_variant == "l16" else SLOTS[name]
+        net_dtype = dtype if name == "sd" else (vit_dtype or dtype)
+        extractor = as_extractor(name, registry.load(p, slot, device, net_dtype), sd_layers=sd_layers,
+                                 sd_timestep=sd_timestep, clip_norm=clip_norm)
+        if not isinstance(extractor, FeatureExtractor):
+            raise ModelUnavailable(slot, "the registry", "its object is not a FeatureExtractor")
+        worker = ClassPrototyper(extractor, p.describe(), settings, batch_size, overwrite)
+        written += [worker.run(s, out) for s in sets]
+    return written

@@ -1,0 +1,145 @@
+"""`ovdiff prototype` through the command line: a hand-made support set and a registered
+hand-made extractor (prototypes worked out by hand), the tiny preset end to end, resume and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ovdiff_cli.cli import main
+from ovdiff_cli.formats.prototypes import read_prototypes
+from ovdiff_cli.formats.supportset import Attribution, SupportSet
+from ovdiff_cli.models import registry
+from tests.stages.test_sample import FAST, files_of, one_line_error
+
+META = {"class": "cat", "models": {"preset": "test", "tiny": True, "components": {}}, "inputs": {}}
+
+
+class HandFeatures:
+    """D = 2 on a 2 × 2 grid; image n (grey level 40·n) has channel 0 = 4n + (1, 2; 3, 4), channel 1 = 10·channel 0."""
+
+    name = "dino"
+    dim = 2
+
+    def settings(self) -> dict:
+        return {"extractor": "dino", "model": "hand"}
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        out = []
+        for im in images:
+            n = round(float(im[0, 0, 0]) * 255 / 40)
+            c0 = torch.tensor([[1.0, 2.0], [3.0, 4.0]]) + 4 * n
+            out.append(torch.stack([c0, 10 * c0]))
+        return torch.stack(out)
+
+
+@pytest.fixture
+def hand_preset():
+    comp = registry.Component("hand-features", "hand-made features for tests", lambda f, d, t: HandFeatures(), tiny=True)
+    registry.register_preset(registry.Preset("handx", "tests", {"extractor.dino": comp}, tiny=True))
+    yield
+    registry.unregister_preset("handx")
+    registry.clear_cache()
+
+
+def hand_set(folder: Path, masks: list[np.ndarray]) -> SupportSet:
+    """4 × 4 images and masks; a 2 × 2 block of the mask maps to one cell of the 2 × 2 grid."""
+    s = SupportSet(folder)
+    for n, m in enumerate(masks):
+        s.write_image(n, np.full((4, 4, 3), 40 * n, dtype=np.uint8), {"class": "cat"})
+        s.write_mask(n, np.kron(m, np.ones((2, 2))).astype(np.uint8), {"mode": "hand"})
+    s.write_attribution(Attribution(torch.zeros(len(masks), 4, 4), torch.zeros(len(masks), 4, 4), META))
+    return s
+
+
+def test_prototypes_of_a_hand_made_set(runner, tmp_path: Path, hand_preset) -> None:
+    # image 0: fg cells (0,0), (0,1); bg cell (1,0).  image 1: fg cell (1,1); no bg.  image 2: no fg.
+    s = hand_set(tmp_path / "cat", [np.array([[1, 1], [2, 0]]), np.array([[0, 0], [0, 1]]),
+                                    np.array([[2, 2], [2, 2]])])
+    out = tmp_path / "protos"
+    result = runner.invoke(main, ["prototype", str(s.path), "--models", "handx", "-x", "dino", "--clusters", "2",
+                                  "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [str(out / "cat.dino.safetensors")]
+    p = read_prototypes(out / "cat.dino.safetensors")
+    # image 0 pixels: (1, 10), (2, 20); image 1 pixel (1,1): channel 0 = 4 + 4 = 8 → (8, 80)
+    assert torch.allclose(p.fg.instance, torch.tensor([[1.5, 15.0], [8.0, 80.0]]))
+    assert p.fg.instance_image.tolist() == [0, 1]
+    assert torch.allclose(p.fg.class_proto, torch.tensor([[11 / 3, 110 / 3]]))
+    # bg: only image 0's cell (1,0) = (3, 30); image 2 has no fg, so its bg is skipped too
+    assert torch.allclose(p.bg.instance, torch.tensor([[3.0, 30.0]])) and p.bg.instance_image.tolist() == [0]
+    assert torch.allclose(p.bg.class_proto, torch.tensor([[3.0, 30.0]]))
+    assert p.fg.part.shape == (2, 2) and p.bg.part.shape == (1, 2)
+    assert p.fg.pooled_index.tolist() == [[0, 0, 0], [0, 0, 1], [1, 1, 1]]
+    m = p.meta
+    assert m["class"] == "cat" and m["extractor"] == "dino" and m["grid"] == [2, 2]
+    assert m["images_used"] == {"fg": 2, "bg": 1} and m["parts"] == {"fg": 2, "bg": 1}
+    assert m["mask_modes"] == {"hand": 3} and m["features"] == {"extractor": "dino", "model": "hand"}
+
+
+def test_a_class_without_foreground_is_one_line_naming_it(runner, tmp_path: Path, hand_preset) -> None:
+    s = hand_set(tmp_path / "cat", [np.array([[2, 2], [2, 0]])])
+    line = one_line_error(runner.invoke(main, ["prototype", str(s.path), "--models", "handx", "-x", "dino",
+                                               "-o", str(tmp_path / "p")]))
+    assert "'cat'" in line and "dino" in line and "-n" in line
+    assert not (tmp_path / "p" / "cat.dino.safetensors").exists()
+
+
+def test_missing_masks_are_one_line(runner, tmp_path: Path) -> None:
+    s = SupportSet(tmp_path / "cat")
+    s.write_image(0, np.zeros((4, 4, 3), np.uint8), {"class": "cat"})
+    line = one_line_error(runner.invoke(main, ["prototype", str(s.path), "--models", "tiny", "-o", str(tmp_path)]))
+    assert "masks/00000.png" in line and "ovdiff mask" in line
+
+
+def test_unknown_extractor_is_a_usage_error(runner, tmp_path: Path) -> None:
+    assert runner.invoke(main, ["prototype", str(tmp_path), "-x", "resnet"]).exit_code == 2
+
+
+@pytest.fixture(scope="module")
+def masked(tmp_path_factory) -> Path:
+    from click.testing import CliRunner
+
+    r = CliRunner()
+    out = tmp_path_factory.mktemp("proto") / "support"
+    sampled = r.invoke(main, ["sample", "cat", *FAST, "-o", str(out)])
+    assert sampled.exit_code == 0, sampled.output
+    assert r.invoke(main, ["attribute", "-"], input=sampled.stdout).exit_code == 0
+    assert r.invoke(main, ["mask", "-", "--models", "tiny", "--proposer", "threshold"],
+                    input=sampled.stdout).exit_code == 0
+    return out / "cat"
+
+
+def test_every_extractor_on_a_tiny_support_set(runner, masked: Path, tmp_path: Path) -> None:
+    out = tmp_path / "protos"
+    args = ["prototype", str(masked), "-x", "sd", "-x", "dino", "-x", "clip", "-x", "mae", "--models", "tiny",
+            "-o", str(out)]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    names = [Path(p).name for p in result.stdout.split()]
+    assert names == ["cat.sd.safetensors", "cat.dino.safetensors", "cat.clip.safetensors", "cat.mae.safetensors"]
+    dims = {"sd": (256, [16, 16]), "dino": (32, [16, 16]), "clip": (32, [8, 8]), "mae": (32, [8, 8])}
+    for name, (dim, grid) in dims.items():
+        p = read_prototypes(out / f"cat.{name}.safetensors")
+        assert p.dim == dim and p.meta["grid"] == grid
+        assert p.fg.class_proto.shape == (1, dim) and 1 <= p.fg.instance.shape[0] <= 3
+        assert 1 <= p.fg.part.shape[0] <= 32 and p.fg.pooled_label.max() < p.fg.part.shape[0]
+        assert p.meta["models"]["tiny"] is True and len(p.meta["inputs"]["support_sha256"]) == 64
+
+    before = files_of(out)
+    assert runner.invoke(main, args).exit_code == 0
+    assert files_of(out) == before  # skipped
+    line = one_line_error(runner.invoke(main, [*args, "--clusters", "4"]))
+    assert "cat.sd.safetensors" in line and "--overwrite" in line
+    assert runner.invoke(main, [*args, "--clusters", "4", "--overwrite"]).exit_code == 0
+    assert read_prototypes(out / "cat.sd.safetensors").fg.part.shape[0] <= 4
+
+
+def test_the_same_inputs_give_byte_identical_prototypes(runner, masked: Path, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        r = runner.invoke(main, ["prototype", str(masked), "-x", "sd", "--models", "tiny", "-o", str(tmp_path / name)])
+        assert r.exit_code == 0, r.output
+    assert (tmp_path / "a" / "cat.sd.safetensors").read_bytes() == (tmp_path / "b" / "cat.sd.safetensors").read_bytes()
