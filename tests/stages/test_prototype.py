@@ -143,3 +143,15 @@ def test_the_same_inputs_give_byte_identical_prototypes(runner, masked: Path, tm
         r = runner.invoke(main, ["prototype", str(masked), "-x", "sd", "--models", "tiny", "-o", str(tmp_path / name)])
         assert r.exit_code == 0, r.output
     assert (tmp_path / "a" / "cat.sd.safetensors").read_bytes() == (tmp_path / "b" / "cat.sd.safetensors").read_bytes()
+
+
+@pytest.mark.gpu
+def test_prototypes_on_a_gpu_in_half_precision(runner, masked: Path, tmp_path: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    result = runner.invoke(main, ["prototype", str(masked), "--models", "tiny", "--device", "cuda",
+                                  "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for name in ("sd", "dino", "clip"):
+        p = read_prototypes(tmp_path / f"cat.{name}.safetensors")
+        assert torch.isfinite(p.fg.class_proto).all()
