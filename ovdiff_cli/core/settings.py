@@ -87,3 +87,19 @@ class PrototypeSettings:
 
     def to_meta(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class BankSettings:
+    """How a vocabulary's prototypes become a bank (METHOD.md §5, §0.1)."""
+
+    threshold: float = 0.85                          # a thing's bg prototype above this cosine with stuff fg goes
+    stuff_filter: bool = True                        # False: --no-stuff-filter (steps 2-3 skipped)
+    compare: str = "stuff"                           # "stuff" (default) or "all" (the official variant)
+    proto_types: tuple[str, ...] = ("class", "instance", "part")
+    bg_mode: str = "all"                             # "all", "mean" (class prototype only) or "zero" (none)
+
+    def to_meta(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["proto_types"] = list(self.proto_types)
+        return d

@@ -1,0 +1,135 @@
+"""`ovdiff filter-stuff` through the command line on hand-made prototype files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ovdiff_cli.cli import main
+from ovdiff_cli.formats.prototypes import PrototypeSide, Prototypes, read_bank, write_prototypes
+from tests.stages.test_sample import files_of, one_line_error
+
+FEATURES = {"extractor": "dino", "model": "hand"}
+MODELS = {"preset": "hand", "tiny": True, "components": {}}
+
+
+def v(cos: float, scale: float = 1.0) -> list[float]:
+    return [scale * cos, scale * math.sqrt(1 - cos**2)]
+
+
+def side(cls: list[float], instances: list[list[float]], parts: list[list[float]]) -> PrototypeSide:
+    n = len(instances)
+    return PrototypeSide(torch.tensor([cls]), torch.tensor(instances).view(n, 2), torch.arange(n),
+                         torch.tensor(parts).view(len(parts), 2), torch.zeros(0, 3, dtype=torch.long),
+                         torch.zeros(0, dtype=torch.long))
+
+
+def write(folder: Path, name: str, fg: PrototypeSide, bg: PrototypeSide, extractor: str = "dino",
+          features: dict | None = None) -> Path:
+    meta = {"class": name, "extractor": extractor, "models": MODELS, "inputs": {"support_sha256": name},
+            "features": features or {**FEATURES, "extractor": extractor}}
+    return write_prototypes(folder / f"{name}.{extractor}.safetensors", Prototypes(fg, bg, meta))
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> list[Path]:
+    d = tmp_path / "protos"
+    empty = PrototypeSide.empty(2)
+    # sky is stuff (built-in table); its fg prototypes point along (1, 0)
+    return [
+        write(d, "cat", side(v(0.0), [v(0.1)], [v(0.05)]),
+              side(v(0.86, 2.0), [v(0.84, 3.0)], [v(0.2)])),   # bg class 0.86 > 0.85: dropped; the others stay
+        write(d, "sky", side([2.0, 0.0], [[1.0, 0.0]], []), side(v(0.3), [], [])),
+        write(d, "dog", side(v(0.2), [v(0.3), v(0.4)], [v(0.5)]), empty),
+    ]
+
+
+def run(runner, *args: str):
+    return runner.invoke(main, ["filter-stuff", *args])
+
+
+def test_a_bank_with_the_stuff_rule(runner, files: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "banks"
+    result = run(runner, *map(str, files), "--vocab", "cat,sky,dog", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [str(out / "bank.dino.safetensors")]
+    bank = read_bank(out / "bank.dino.safetensors")
+    assert bank.vocabulary.names == ["cat", "sky", "dog"]
+    # fg rows in class order, kinds class/instance/part: cat 3, sky 2, dog 4
+    assert bank.fg.owner.tolist() == [1, 1, 1, 2, 2, 3, 3, 3, 3]
+    assert bank.fg.kind.tolist() == [0, 1, 2, 0, 1, 0, 1, 1, 2]
+    assert bank.fg.index.tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 0]
+    torch.testing.assert_close(bank.fg.vectors.norm(dim=1), torch.ones(9))
+    torch.testing.assert_close(bank.fg.vectors[3], torch.tensor([1.0, 0.0]))
+    # bg: cat's class row (cos 0.86 with sky's fg) dropped, its instance (0.84) and part stay;
+    # sky (stuff) keeps none; dog has none
+    assert bank.bg.owner.tolist() == [1, 1] and bank.bg.kind.tolist() == [1, 2]
+    torch.testing.assert_close(bank.bg.vectors[0], torch.tensor(v(0.84)))
+    dropped = bank.meta["dropped"]
+    assert [(d["class"], d["kind"], d["index"]) for d in dropped] == [("sky", 0, 0), ("cat", 0, 0)]
+    assert dropped[1]["against"]["class"] == "sky" and dropped[1]["cosine"] == pytest.approx(0.86, abs=1e-6)
+    assert bank.meta["stuff"] == ["sky"] and bank.meta["settings"]["threshold"] == 0.85
+
+
+def test_json_counts(runner, files: list[Path], tmp_path: Path) -> None:
+    result = run(runner, *map(str, files), "--vocab", "cat,sky,dog", "-o", str(tmp_path / "b"), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["extractor"], summary["fg"], summary["bg"], summary["bg_dropped"]) == ("dino", 9, 2, 2)
+    assert summary["classes"]["cat"] == {"fg": 3, "bg": 2, "bg_dropped": 1}
+
+
+def test_options_stuff_kinds_and_background_modes(runner, files: list[Path], tmp_path: Path) -> None:
+    args = [*map(str, files), "--vocab", "cat,sky,dog"]
+    # --stuff dog: dog too is stuff (it has no bg anyway); cat's bg now also meets dog's fg
+    assert run(runner, *args, "--stuff", "dog", "-o", str(tmp_path / "a")).exit_code == 0
+    assert read_bank(tmp_path / "a" / "bank.dino.safetensors").meta["stuff"] == ["dog", "sky"]
+    assert run(runner, *args, "--proto-types", "class", "--bg-mode", "mean", "-o", str(tmp_path / "b")).exit_code == 0
+    bank = read_bank(tmp_path / "b" / "bank.dino.safetensors")
+    assert bank.fg.kind.tolist() == [0, 0, 0] and len(bank.bg.owner) == 0  # cat's only bg row was the dropped one
+    assert run(runner, *args, "--bg-mode", "zero", "-o", str(tmp_path / "c")).exit_code == 0
+    assert len(read_bank(tmp_path / "c" / "bank.dino.safetensors").bg.owner) == 0
+    assert run(runner, *args, "--no-stuff-filter", "-o", str(tmp_path / "d")).exit_code == 0
+    assert read_bank(tmp_path / "d" / "bank.dino.safetensors").bg.owner.tolist() == [1, 1, 1, 2]
+    line = one_line_error(run(runner, *args, "--stuff", "tree", "-o", str(tmp_path / "e")))
+    assert "'tree'" in line
+    line = one_line_error(run(runner, *args, "--proto-types", "class,parts", "-o", str(tmp_path / "e")))
+    assert "--proto-types" in line
+
+
+def test_rerun_skips_and_other_settings_need_overwrite(runner, files: list[Path], tmp_path: Path) -> None:
+    args = [*map(str, files), "--vocab", "cat,sky,dog", "-o", str(tmp_path / "b")]
+    assert run(runner, *args).exit_code == 0
+    before = files_of(tmp_path / "b")
+    assert run(runner, *args).exit_code == 0 and files_of(tmp_path / "b") == before
+    line = one_line_error(run(runner, *args, "--threshold", "0.5"))
+    assert "bank.dino.safetensors" in line and "--overwrite" in line
+    assert run(runner, *args, "--threshold", "0.5", "--overwrite").exit_code == 0
+
+
+def test_files_that_do_not_belong_together(runner, files: list[Path], tmp_path: Path) -> None:
+    d = tmp_path / "protos"
+    odd = write(d / "odd", "dog", side(v(0.2), [], []), PrototypeSide.empty(2),
+                features={**FEATURES, "block": -2})
+    line = one_line_error(run(runner, str(files[0]), str(files[1]), str(odd), "--vocab", "cat,sky,dog",
+                              "-o", str(tmp_path / "b")))
+    assert str(odd) in line and "features" in line
+    line = one_line_error(run(runner, str(files[0]), str(files[1]), "--vocab", "cat,sky,dog", "-o", str(tmp_path / "b")))
+    assert "'dog'" in line and "ovdiff prototype" in line
+    line = one_line_error(run(runner, *map(str, files), str(odd), "--vocab", "cat,sky,dog", "-o", str(tmp_path / "b")))
+    assert "one file per class" in line
+    assert not (tmp_path / "b").exists()
+
+
+def test_other_extractors_make_other_banks_and_extra_classes_are_ignored(runner, files: list[Path],
+                                                                       tmp_path: Path) -> None:
+    d = tmp_path / "protos"
+    sd = [write(d, n, side(v(0.5), [], []), PrototypeSide.empty(2), extractor="sd") for n in ("cat", "sky")]
+    result = run(runner, *map(str, files + sd), "--vocab", "cat,sky", "-o", str(tmp_path / "b"))
+    assert result.exit_code == 0, result.output
+    assert sorted(Path(p).name for p in result.stdout.split()) == ["bank.dino.safetensors", "bank.sd.safetensors"]
+    assert read_bank(tmp_path / "b" / "bank.sd.safetensors").fg.owner.tolist() == [1, 2]
