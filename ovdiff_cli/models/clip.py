@@ -135,3 +135,8 @@ def build_tiny_clip(device: torch.device, dtype: torch.dtype, seed: int = 0) -> 
         )
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     return OpenClip("tiny-clip", model, open_clip.get_tokenizer("ViT-B-16"), tiny=True)
+
+
+def token_count(clip: OpenClip, text: str) -> int:
+    """Tokens of ``text`` in CLIP's 77-token context, BOS and EOS included (longer texts get cut)."""
+    return len(clip.tokenizer.encode(text)) + 2

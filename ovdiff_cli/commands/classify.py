@@ -1,0 +1,49 @@
+"""``ovdiff classify``: CLIP's category pre-filter, one JSON object per image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ovdiff_cli import options
+
+
+@click.command("classify", epilog="Example: ovdiff classify photos/*.jpg --vocab voc -o candidates.jsonl")
+@click.argument("images", nargs=-1, required=True)
+@options.vocab
+@click.option("-o", "--output", default="candidates.jsonl", show_default=True,
+              help="JSON Lines file to write; `-` prints the records on stdout instead.")
+@click.option("--clip-topk", type=click.IntRange(1, 16), default=10, show_default=True,
+              help="Most classes kept for the subset search (2^k − 1 prompts per image).")
+@options.models
+@options.device
+@options.dtype
+@options.batch_size(32)
+@options.overwrite
+@options.verbosity
+def classify(images: tuple[str, ...], vocab: str | None, output: str, clip_topk: int, models: str, device: str,
+             dtype: str, batch_size: int, overwrite: bool) -> None:
+    """Decide for each IMAGE (`-` reads paths from stdin) which classes of the vocabulary it may
+    contain, with CLIP as the method does: softmax of the cosines with "a {class}", the classes
+    with p ≥ 1/|C| (at most --clip-topk), then the best "a X and a Y …" prompt over every subset
+    of them. Stuff classes are always active.
+
+    Writes one JSON object per image (scores, kept, subset, subset_score, active) and prints the
+    file. Images already in OUTPUT with the same vocabulary and settings are kept, not redone.
+    """
+    from ovdiff_cli.formats import vocabulary
+    from ovdiff_cli.formats.candidates import write_candidates
+    from ovdiff_cli.stages.classify import classify as run
+
+    if not vocab:
+        raise click.UsageError("give --vocab")
+    paths = [Path(p) for p in options.expand_stdin(images)]
+    dev = options.resolve_device(device)
+    records = run(paths, vocabulary.parse(vocab), models, dev, options.resolve_dtype(dtype, dev),
+                  batch_size, clip_topk, None if output == "-" else Path(output), overwrite)
+    if output == "-":
+        for r in records:
+            click.echo(r.to_json())
+    else:
+        click.echo(str(write_candidates(output, records)))
