@@ -18,6 +18,9 @@ Index (DESIGN.md §4):
 ``-v/-q``                 more / less on stderr: :data:`verbosity`
 ========================  ==================================================================
 
+:func:`model_run` applies the usual set of a model-running command at once, and
+:func:`expand_stdin` turns a ``-`` argument into the lines of stdin.
+
 Nothing here imports torch at import time; the resolvers import it when called.
 """
 
@@ -190,3 +193,15 @@ def expand_stdin(args: Sequence[str]) -> list[str]:
     import sys
 
     return [line.strip() for a in args for line in (sys.stdin if a == "-" else [a]) if line.strip()]
+
+
+def model_run(batch_default: int) -> Callable[[F], F]:
+    """The options of a command that runs models over a batch of inputs, in one place:
+    --models, --device, --dtype, --batch-size, --overwrite, -v/-q."""
+
+    def apply(f: F) -> F:
+        for decorator in (verbosity, overwrite, batch_size(batch_default), dtype, device, models):
+            f = decorator(f)
+        return f
+
+    return apply

@@ -32,12 +32,7 @@ def _layers(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
 @click.option("--renoise", is_flag=True, help="Record attention by re-noising the images through the diffusion "
                                                "model (for images without a recording, e.g. your own photos).")
 @click.option("--template", default=TEMPLATE, show_default=True, help="Prompt template for --renoise.")
-@options.models
-@options.device
-@options.dtype
-@options.batch_size(8)
-@options.overwrite
-@options.verbosity
+@options.model_run(8)
 def attribute(folders: tuple[str, ...], phrase: str | None, attn_layers: tuple[int, ...], renoise: bool,
               template: str, models: str, device: str, dtype: str, batch_size: int, overwrite: bool) -> None:
     """Write FOLDER/attribution.safetensors for each support-set FOLDER (`-` reads folders from stdin):

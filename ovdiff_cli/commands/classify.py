@@ -16,12 +16,7 @@ from ovdiff_cli import options
               help="JSON Lines file to write; `-` prints the records on stdout instead.")
 @click.option("--clip-topk", type=click.IntRange(1, 16), default=10, show_default=True,
               help="Most classes kept for the subset search (2^k − 1 prompts per image).")
-@options.models
-@options.device
-@options.dtype
-@options.batch_size(32)
-@options.overwrite
-@options.verbosity
+@options.model_run(32)
 def classify(images: tuple[str, ...], vocab: str | None, output: str, clip_topk: int, models: str, device: str,
              dtype: str, batch_size: int, overwrite: bool) -> None:
     """Decide for each IMAGE (`-` reads paths from stdin) which classes of the vocabulary it may

@@ -26,12 +26,7 @@ from ovdiff_cli import options
 @click.option("--overlay", is_flag=True, help="Also write FOLDER/overlays/00000.png…: fg (red) and bg (blue) "
                                               "over each image, for a person to check.")
 @click.option("--save-proposals", is_flag=True, help="Keep the raw proposals in FOLDER/proposals.safetensors.")
-@options.models
-@options.device
-@options.dtype
-@options.batch_size(8)
-@options.overwrite
-@options.verbosity
+@options.model_run(8)
 def mask(folders: tuple[str, ...], proposer: str, score_threshold: float, fallback_fg: float, fallback_bg: float,
          bg_attn_max: float, overlay: bool, save_proposals: bool, models: str, device: str, dtype: str,
          batch_size: int, overwrite: bool) -> None:

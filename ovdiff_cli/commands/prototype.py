@@ -26,12 +26,7 @@ from ovdiff_cli import options
               help="Input statistics for CLIP's features: ImageNet's (the official release) or CLIP's own.")
 @click.option("--mae-variant", type=click.Choice(["b16", "l16"]), default="b16", show_default=True,
               help="MAE checkpoint for -x mae: long-sequence ViT-B/16 (official) or ViT-L/16 (paper v1).")
-@options.models
-@options.device
-@options.dtype
-@options.batch_size(8)
-@options.overwrite
-@options.verbosity
+@options.model_run(8)
 def prototype(folders: tuple[str, ...], extractors: tuple[str, ...], output: str, clusters: int, sd_layers: str,
               sd_timestep: int, clip_norm: str, mae_variant: str, models: str, device: str, dtype: str,
               batch_size: int, overwrite: bool) -> None:
