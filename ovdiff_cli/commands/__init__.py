@@ -13,4 +13,5 @@ COMMANDS: dict[str, str] = {
     "models": "ovdiff_cli.commands.models:models",
     "prototype": "ovdiff_cli.commands.prototype:prototype",
     "sample": "ovdiff_cli.commands.sample:sample",
+    "segment": "ovdiff_cli.commands.segment:segment",
 }

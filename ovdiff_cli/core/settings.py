@@ -103,3 +103,26 @@ class BankSettings:
         d = asdict(self)
         d["proto_types"] = list(self.proto_types)
         return d
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """How a test image is segmented (METHOD.md §7)."""
+
+    short_side: int = 448
+    crops: tuple[tuple[int, int], ...] = ((448, 224), (336, 224))  # (crop, stride)
+    whole_image: bool = True
+    sliding_window: bool = True      # False: the whole image only (--no-sliding-window)
+    score_floor: float = 0.0         # scores ≤ this become 0 before the argmax
+    background: bool = True          # False: the no-background protocol (no bg channel, no floor)
+    bg_threshold: float = 0.75       # bank made with --bg-mode zero: class scores ≤ this become 0
+    pamr: bool = False
+    pamr_iterations: int = 10
+    pamr_dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)
+    keep_inactive_bg: bool = False
+
+    def to_meta(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["crops"] = [list(c) for c in self.crops]
+        d["pamr_dilations"] = list(self.pamr_dilations)
+        return d

@@ -66,6 +66,13 @@ def round_to_patch(images: torch.Tensor, patch: int) -> torch.Tensor:
     return torch.stack(out).to(images.device)
 
 
+def squash(image: torch.Tensor, size: int) -> torch.Tensor:
+    """[3, h, w] → [3, size, size], ignoring the aspect ratio (bilinear, no antialias)."""
+    if image.shape[-2:] == (size, size):
+        return image
+    return F.interpolate(image[None].float(), size=(size, size), mode="bilinear", align_corners=False)[0]
+
+
 class SDFeatures:
     """Queries of SD's cross-attention layers at one noise level (METHOD.md §4.1, "SD features")."""
 
@@ -81,6 +88,10 @@ class SDFeatures:
         modules = sd.cross_attention_layers()
         self.modules = [modules[i][1] for i in self.layers]
         self.dim = sum(int(m.to_q.out_features) for m in self.modules)
+
+    def window_input(self, window: torch.Tensor) -> torch.Tensor:
+        """A test window squashed to the model's size (512²) → features on the 64² latent grid."""
+        return squash(window, self.sd.image_size)
 
     def settings(self) -> dict[str, Any]:
         return {"extractor": "sd", "model": self.sd.name, "layers": self.layer_set, "layer_indices": list(self.layers),
@@ -135,6 +146,20 @@ class ViTKeys:
         self.patch = model.cfg.patch
         self.dtype = dtype or next(model.parameters()).dtype
 
+    def window_input(self, window: torch.Tensor) -> torch.Tensor:
+        """METHOD.md §4.1: DINO keeps a window whose sides are ≤ 448 as it is; a larger one is resized,
+        aspect kept, to short side 448 with the long side ≤ 800, and cut to whole patches (⌊H/8⌋ × ⌊W/8⌋
+        cells). MAE squashes every window to 448²."""
+        if self.name != "dino":
+            return squash(window, 448)
+        h, w = window.shape[-2:]
+        if max(h, w) > 448:
+            scale = min(448 / min(h, w), 800 / max(h, w))
+            size = (max(self.patch, round(h * scale)), max(self.patch, round(w * scale)))
+            window = F.interpolate(window[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+            h, w = size
+        return window[:, : h // self.patch * self.patch, : w // self.patch * self.patch]
+
     def settings(self) -> dict[str, Any]:
         return {"extractor": self.name, "model": getattr(self.model, "name", self.name), "block": self.block,
                 "norm": "imagenet", "patch": self.patch, "dim": self.dim}
@@ -160,6 +185,10 @@ class ClipKeys:
         self.dim = clip.width
         self.patch = clip.patch
 
+    def window_input(self, window: torch.Tensor) -> torch.Tensor:
+        """A test window squashed to 448² → 28 × 28 cells."""
+        return squash(window, 448)
+
     def settings(self) -> dict[str, Any]:
         return {"extractor": "clip", "model": self.clip.name, "block": self.block, "norm": self.norm,
                 "patch": self.patch, "dim": self.dim}
@@ -169,6 +198,12 @@ class ClipKeys:
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if self.norm == "imagenet" else (CLIP_MEAN, CLIP_STD)
         x = normalise(round_to_patch(images, self.patch).to(self.clip.device), mean, std)
         return self.clip.keys(x, self.block).float()
+
+
+def window_input(extractor: Any, window: torch.Tensor) -> torch.Tensor:
+    """What ``extractor`` sees of a test window [3, h, w]; extractors without a rule see it as it is."""
+    rule = getattr(extractor, "window_input", None)
+    return rule(window) if rule is not None else window
 
 
 #: Extractor name → the preset slot its networks come from.

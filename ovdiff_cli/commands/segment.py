@@ -1,0 +1,68 @@
+"""``ovdiff segment``: label maps of test images by nearest prototype."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ovdiff_cli import options
+
+
+@click.command("segment", epilog="Example: ovdiff segment photos/*.jpg --bank banks --overlay -o segmentation")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--bank", "banks", multiple=True, required=True, metavar="DIR|FILE",
+              help="Banks from `ovdiff filter-stuff`: a folder of bank.<extractor>.safetensors or files; "
+                   "repeat for several. Every extractor with a bank is used.")
+@click.option("--candidates", type=click.Path(dir_okay=False, path_type=Path),
+              help="Active classes per image from `ovdiff classify` [default: classify in-process].")
+@click.option("--no-prefilter", is_flag=True, help="Make every class active (no CLIP pre-filter).")
+@options.output("Folder for the label maps (<stem>.png) and side files.", default="segmentation", file_okay=False)
+@click.option("--pamr", is_flag=True, help="Refine the scores with PAMR (10 iterations, dilations 1,2,4,8,12,24).")
+@click.option("--overlay", is_flag=True, help="Also write <stem>.overlay.png: colours over the image, with a legend.")
+@click.option("--save-scores", is_flag=True, help="Also write <stem>.scores.safetensors: per-class score maps.")
+@click.option("--explain", is_flag=True, help="Also write <stem>.explain.safetensors: per pixel and extractor, the "
+                                              "prototype that decided it (for `ovdiff explain`).")
+@click.option("--short-side", type=click.IntRange(min=8), default=448, show_default=True,
+              help="Images are resized to this short side first.")
+@click.option("--no-sliding-window", is_flag=True, help="Only the whole image as one window.")
+@click.option("--score-floor", type=float, default=0.0, show_default=True,
+              help="Scores at or below this become 0 before the argmax (so such pixels go to background).")
+@click.option("--no-background", is_flag=True, help="The no-background protocol: argmax over the classes alone.")
+@click.option("--bg-threshold", type=click.FloatRange(-1, 1), default=0.75, show_default=True,
+              help="With banks made by --bg-mode zero: class scores at or below this become 0.")
+@click.option("--keep-inactive-bg", is_flag=True, help="Background prototypes of classes the pre-filter rejected "
+                                                       "stay in the background class.")
+@click.option("--images-per-batch", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Images whose windows share network batches.")
+@options.model_run(8)
+@options.shard
+def segment(images: tuple[str, ...], banks: tuple[str, ...], candidates: Path | None, no_prefilter: bool, output: str,
+            pamr: bool, overlay: bool, save_scores: bool, explain: bool, short_side: int, no_sliding_window: bool,
+            score_floor: float, no_background: bool, bg_threshold: float, keep_inactive_bg: bool,
+            images_per_batch: int, models: str, device: str, dtype: str, batch_size: int, overwrite: bool,
+            shard: options.Shard) -> None:
+    """Label every pixel of each IMAGE (`-` reads paths from stdin) with the class of its most
+    similar prototype: windows of 448 and 336 at stride 224 plus the whole image, cosine
+    similarity to every bank row, the mean over extractors and windows, background where no class
+    scores above 0 or the background prototypes win.
+
+    Writes OUTPUT/<stem>.png (palette: 0 background, i the i-th class of the vocabulary) and prints
+    each. A rerun skips images whose label map exists.
+    """
+    import torch
+
+    from ovdiff_cli.core.settings import SegmentSettings
+    from ovdiff_cli.stages.segment import segment as run
+
+    settings = SegmentSettings(short_side=short_side, sliding_window=not no_sliding_window, score_floor=score_floor,
+                               background=not no_background, bg_threshold=bg_threshold, pamr=pamr,
+                               keep_inactive_bg=keep_inactive_bg)
+    dev = options.resolve_device(device)
+    net_dtype = options.resolve_dtype(dtype, dev)
+    vit_dtype = torch.float32 if dtype == "auto" else net_dtype
+    paths = [Path(p) for p in options.expand_stdin(images)]
+    for path in run(paths, [Path(b) for b in banks], Path(output), models, dev, net_dtype, vit_dtype, settings,
+                    candidates, not no_prefilter, batch_size, images_per_batch, shard, overwrite, overlay,
+                    save_scores, explain):
+        click.echo(str(path))
