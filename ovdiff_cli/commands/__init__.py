@@ -7,6 +7,7 @@ command is listed only once it works end to end.
 COMMANDS: dict[str, str] = {
     "attribute": "ovdiff_cli.commands.attribute:attribute",
     "classify": "ovdiff_cli.commands.classify:classify",
+    "explain": "ovdiff_cli.commands.explain:explain",
     "filter-stuff": "ovdiff_cli.commands.filter_stuff:filter_stuff",
     "info": "ovdiff_cli.commands.info:info",
     "mask": "ovdiff_cli.commands.mask:mask",

@@ -97,6 +97,7 @@ def build_bank(vocab: Vocabulary, classes: dict[str, tuple[Path, Prototypes]], s
     meta = {"extractor": first.extractor, "models": first.meta.get("models"), "features": first.meta.get("features"),
             "settings": settings.to_meta(), "stuff": sorted(vocab.names[i - 1] for i in stuff),
             "inputs": {str(path.name): file_sha256(path) for path, _ in (classes[n] for n in vocab.names)},
+            "sources": {n: str(classes[n][0]) for n in vocab.names},
             "dropped": filtered.dropped, "counts": counts}
     bank = Bank(BankSide(fg_n.vectors, fg_n.owner, fg_n.kind, fg_n.index),
                 BankSide(bg_n.vectors, bg_n.owner, bg_n.kind, bg_n.index), vocab, meta)

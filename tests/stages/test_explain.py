@@ -1,0 +1,112 @@
+"""`ovdiff explain`: the regions returned are those of the prototypes that won."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ovdiff_cli.cli import main
+from ovdiff_cli.formats.prototypes import PrototypeSide, Prototypes, read_bank, write_prototypes
+from ovdiff_cli.formats.segmentation import Explanation, write_explanation
+from ovdiff_cli.formats.supportset import SupportSet
+from ovdiff_cli.stages.explain import explain
+from tests.stages.test_sample import one_line_error
+
+MODELS = {"preset": "hand", "tiny": True, "components": {}}
+
+
+def support(folder: Path, fg_cols: list[tuple[int, int]]) -> SupportSet:
+    """16 × 16 images; image n's foreground = columns fg_cols[n], background the last two columns."""
+    s = SupportSet(folder)
+    for n, (a, b) in enumerate(fg_cols):
+        s.write_image(n, np.full((16, 16, 3), 30 * n, np.uint8), {"class": folder.name})
+        m = np.zeros((16, 16), np.uint8)
+        m[:, a:b] = 1
+        m[:, 14:] = 2
+        s.write_mask(n, m, {"mode": "hand"})
+    return s
+
+
+def protos(s: SupportSet, name: str, out: Path) -> Path:
+    fg = PrototypeSide(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.1], [0.9, 0.2]]), torch.tensor([0, 1]),
+                       torch.tensor([[1.0, 0.3], [0.8, 0.4]]),
+                       # pooled cells on a 2 × 2 grid: part 0 = image 0 cell (0,0) and image 1 cells (0,0), (1,0);
+                       # part 1 = image 1 cell (0,1)
+                       torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 0, 1]]), torch.tensor([0, 0, 0, 1]))
+    bg = PrototypeSide(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.1, 1.0]]), torch.tensor([1]),
+                       torch.zeros(0, 2), torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    meta = {"class": name, "extractor": "dino", "models": MODELS, "inputs": {}, "features": {"extractor": "dino"},
+            "grid": [2, 2], "support": str(s.path)}
+    return write_prototypes(out / f"{name}.dino.safetensors", Prototypes(fg, bg, meta))
+
+
+@pytest.fixture
+def world(tmp_path: Path, runner):
+    red = support(tmp_path / "support" / "red", [(0, 4), (4, 8)])
+    green = support(tmp_path / "support" / "green", [(8, 12)])
+    files = [protos(red, "red", tmp_path / "protos"), protos(green, "green", tmp_path / "protos")]
+    result = runner.invoke(main, ["filter-stuff", *map(str, files), "--vocab", "red,green", "-o", str(tmp_path / "banks")])
+    assert result.exit_code == 0, result.output
+    bank = read_bank(tmp_path / "banks" / "bank.dino.safetensors")
+    # red's fg rows: class, instance 0, instance 1, part 0, part 1 → bank rows 0..4
+    assert bank.fg.owner.tolist()[:5] == [1] * 5 and bank.fg.kind.tolist()[:5] == [0, 1, 1, 2, 2]
+    labels = torch.zeros(4, 4, dtype=torch.long)
+    labels[:, :2] = 1
+    rows = torch.full((4, 4), -1, dtype=torch.long)
+    rows[:, 0] = 2            # red instance 1 decides column 0
+    rows[:3, 1] = 3           # red part 0 decides most of column 1
+    rows[3, 1] = 2
+    sims = torch.full((4, 4), 0.5)
+    sims[:, 0] = 0.9
+    e = Explanation(labels, {"dino": rows}, {"dino": sims},
+                    {"image": "x.jpg", "vocabulary": bank.vocabulary.to_meta(), "inputs": {}, "size": [8, 8],
+                     "resized": [4, 4], "banks": {}})
+    path = write_explanation(tmp_path / "seg" / "x.explain.safetensors", e)
+    return tmp_path, path, red
+
+
+def test_a_class_is_explained_by_the_prototypes_that_won(world) -> None:
+    tmp, path, red = world
+    records = explain(path, [tmp / "banks"], class_name="red")
+    assert [(r.owner, r.kind, r.index) for r in records] == [("red", "instance", 1), ("red", "part", 0)]
+    inst, part = records
+    assert inst.share == pytest.approx(5 / 8) and inst.similarity == pytest.approx((4 * 0.9 + 0.5) / 5)
+    assert part.share == pytest.approx(3 / 8)
+    # instance 1 → support image 1 with its foreground mask (columns 4–7)
+    (n, mask), = inst.regions
+    expected = torch.zeros(16, 16, dtype=torch.bool)
+    expected[:, 4:8] = True
+    assert n == 1 and torch.equal(mask, expected)
+    # part 0 → image 1 (two cells: (0,0), (1,0)) first, then image 0 (cell (0,0)); cells are 8 × 8 blocks
+    assert [n for n, _ in part.regions] == [1, 0]
+    block = torch.zeros(16, 16, dtype=torch.bool)
+    block[:, :8] = True
+    assert torch.equal(part.regions[0][1], block)
+    assert torch.equal(part.regions[1][1], torch.zeros(16, 16, dtype=torch.bool).index_fill(0, torch.arange(8), True)
+                       & block)
+
+
+def test_a_pixel_background_through_the_floor_has_no_prototype(world, runner) -> None:
+    tmp, path, _ = world
+    result = runner.invoke(main, ["explain", str(path), "--bank", str(tmp / "banks"), "--at", "7,7", "--json"])
+    assert result.exit_code == 0, result.output
+    (r,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert r["kind"] == "none" and r["share"] == 1.0 and r["support_images"] == []
+
+
+def test_the_picture_and_errors(world, runner) -> None:
+    tmp, path, _ = world
+    result = runner.invoke(main, ["explain", str(path), "--bank", str(tmp / "banks"), "-o", str(tmp / "e.png")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [str(tmp / "e.png")] and (tmp / "e.png").stat().st_size > 0
+    line = one_line_error(runner.invoke(main, ["explain", str(path), "--bank", str(tmp / "banks"), "--class", "blue"]))
+    assert "'blue'" in line
+    line = one_line_error(runner.invoke(main, ["explain", str(tmp / "seg" / "y.png"), "--bank", str(tmp / "banks")]))
+    assert "y.explain.safetensors" in line and "--explain" in line
+    (tmp / "protos" / "red.dino.safetensors").rename(tmp / "red.moved")
+    line = one_line_error(runner.invoke(main, ["explain", str(path), "--bank", str(tmp / "banks"), "--class", "red"]))
+    assert "--prototypes" in line

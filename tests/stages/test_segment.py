@@ -1,0 +1,166 @@
+"""`ovdiff segment` through the command line with a registered hand-made extractor and bank, so
+that every label can be worked out by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ovdiff_cli.cli import main
+from ovdiff_cli.formats.candidates import Candidates, write_candidates
+from ovdiff_cli.formats.labelmap import PALETTE, read_label_map
+from ovdiff_cli.formats.prototypes import Bank, BankSide, write_bank
+from ovdiff_cli.formats.segmentation import read_explanation, read_scores
+from ovdiff_cli.formats.vocabulary import build
+from ovdiff_cli.models import registry
+from tests.stages.test_sample import files_of, one_line_error
+
+S = 1 / math.sqrt(2)
+
+
+class ColourFeatures:
+    """D = 2: the mean red and green of each 8 × 8 block of the window."""
+
+    name = "dino"
+    dim = 2
+
+    def settings(self) -> dict:
+        return {"extractor": "dino", "model": "colour"}
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(images[:, :2].float(), 8)
+
+
+@pytest.fixture
+def colour_preset():
+    comp = registry.Component("colour", "block colours for tests", lambda f, d, t: ColourFeatures(), tiny=True)
+    registry.register_preset(registry.Preset("colour", "tests", {"extractor.dino": comp}, tiny=True),
+                             replace_existing=True)
+    yield
+    registry.unregister_preset("colour")
+    registry.clear_cache()
+
+
+def side(rows: list[list[float]], owners: list[int]) -> BankSide:
+    n = len(rows)
+    return BankSide(torch.tensor(rows, dtype=torch.float32).view(n, 2), torch.tensor(owners, dtype=torch.long),
+                    torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long))
+
+
+@pytest.fixture
+def bank(tmp_path: Path) -> Path:
+    # red: fg (1, 0); green: fg (0, 1); one background prototype of red's, the diagonal
+    vocab = build("rg", [("red", None, None), ("green", None, None)])
+    meta = {"extractor": "dino", "models": {"preset": "colour"}, "inputs": {}, "sources": {},
+            "features": ColourFeatures().settings(), "settings": {"bg_mode": "all"}}
+    write_bank(tmp_path / "banks" / "bank.dino.safetensors",
+               Bank(side([[1, 0], [0, 1]], [1, 2]), side([[S, S]], [1]), vocab, meta))
+    return tmp_path / "banks"
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    rgb = np.zeros((64, 96, 3), np.uint8)
+    rgb[:, :48, 0] = 255   # left half red
+    rgb[:, 48:, 1] = 255   # right half green
+    Image.fromarray(rgb).save(tmp_path / "rg.png")
+    return tmp_path / "rg.png"
+
+
+def segment(runner, *args: str):
+    return runner.invoke(main, ["segment", *args, "--models", "colour", "--short-side", "64"])
+
+
+def test_labels_by_hand(runner, colour_preset, bank: Path, image: Path, tmp_path: Path) -> None:
+    out = tmp_path / "seg"
+    result = segment(runner, str(image), "--bank", str(bank), "--no-prefilter", "-o", str(out), "--save-scores",
+                     "--explain", "--overlay")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [str(out / "rg.png")]
+    labels = read_label_map(out / "rg.png")
+    # 12 cells across: cells 0–5 red (1, 0), 6–11 green (0, 1); upsampled bilinearly to 96 pixels, pixel x
+    # reads cell (x + 0.5)/8 − 0.5. Red wins while its weight ≥ 1/√2 (the bg score): x ≤ 45; green from x = 50;
+    # in between both are below the background's 1/√2.
+    expected = np.zeros(96, np.uint8)
+    expected[:46] = 1
+    expected[50:] = 2
+    assert labels.shape == (64, 96) and (labels == expected[None]).all()
+    with Image.open(out / "rg.png") as im:
+        assert im.mode == "P" and bytes(im.getpalette()[:9]) == PALETTE[:3].tobytes()
+        meta = json.loads(im.info["ovdiff"])
+    assert meta["vocabulary"]["classes"][0][0] == "red" and meta["active"] == ["red", "green"]
+    scores, _ = read_scores(out / "rg.scores.safetensors")
+    assert scores.shape == (3, 64, 96)
+    assert scores[:, 0, 0].tolist() == pytest.approx([S, 1.0, 0.0], abs=1e-5)
+    e = read_explanation(out / "rg.explain.safetensors")
+    assert e.rows["dino"][0, 0] == 0 and e.rows["dino"][0, 95] == 1 and e.rows["dino"][0, 47] == 0  # fg rows; bg row 0
+    assert e.labels[0, 47] == 0 and e.labels[0, 0] == 1
+    with Image.open(out / "rg.overlay.png") as im:
+        assert im.size[0] == 96 and im.size[1] > 64  # the legend below
+
+
+def test_candidates_decide_the_active_classes(runner, colour_preset, bank: Path, image: Path, tmp_path: Path) -> None:
+    cands = tmp_path / "c.jsonl"
+    write_candidates(cands, [Candidates(str(image), {"red": 0.6, "green": 0.4}, ["red"], ["red"], 0.3, ["red"], "rg")])
+    result = segment(runner, str(image), "--bank", str(bank), "--candidates", str(cands), "-o", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    labels = read_label_map(tmp_path / "s" / "rg.png")
+    # green inactive (−1): the right half is background (1/√2 against red's 0)
+    assert (labels[:, :46] == 1).all() and (labels[:, 46:] == 0).all()
+    other = tmp_path / "other.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(other)
+    line = one_line_error(segment(runner, str(other), "--bank", str(bank), "--candidates", str(cands),
+                                  "-o", str(tmp_path / "t")))
+    assert "c.jsonl" in line and "other.png" in line
+
+
+def test_rerun_skips_and_other_settings_are_an_error(runner, colour_preset, bank: Path, image: Path,
+                                                     tmp_path: Path) -> None:
+    args = [str(image), "--bank", str(bank), "--no-prefilter", "-o", str(tmp_path / "s")]
+    assert segment(runner, *args).exit_code == 0
+    before = files_of(tmp_path / "s")
+    result = segment(runner, *args)
+    assert result.exit_code == 0 and result.stdout.split() == [str(tmp_path / "s" / "rg.png")]
+    assert files_of(tmp_path / "s") == before
+    line = one_line_error(segment(runner, *args, "--pamr"))
+    assert "rg.png" in line and "--overwrite" in line
+    assert segment(runner, *args, "--pamr", "--overwrite").exit_code == 0
+
+
+def test_odd_images_are_converted_with_a_warning_and_shards_split_them(runner, colour_preset, bank: Path,
+                                                                       tmp_path: Path) -> None:
+    gray = tmp_path / "gray.png"
+    Image.fromarray(np.full((40, 30), 200, np.uint8)).save(gray)
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(np.full((30, 50, 4), 90, np.uint8), "RGBA").save(rgba)
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((20, 20), 40000, np.uint16)).save(deep)
+    args = [str(gray), str(rgba), str(deep), "--bank", str(bank), "--no-prefilter", "-o", str(tmp_path / "s")]
+    result = segment(runner, *args)
+    assert result.exit_code == 0, result.output
+    assert len([line for line in result.stderr.splitlines() if "warning" in line]) == 3
+    assert read_label_map(tmp_path / "s" / "gray.png").shape == (40, 30)
+    result = segment(runner, *args[:3], *args[3:-1], str(tmp_path / "shard"), "--shard", "2/3")
+    assert result.stdout.split() == [str(tmp_path / "shard" / "rgba.png")]
+
+
+def test_bad_input(runner, colour_preset, bank: Path, image: Path, tmp_path: Path) -> None:
+    line = one_line_error(segment(runner, str(tmp_path / "none.png"), "--bank", str(bank)))
+    assert "none.png" in line
+    line = one_line_error(segment(runner, str(image), "--bank", str(tmp_path)))
+    assert "bank" in line and "ovdiff filter-stuff" in line
+    twin = tmp_path / "sub" / "rg.png"
+    twin.parent.mkdir()
+    twin.write_bytes(image.read_bytes())
+    line = one_line_error(segment(runner, str(image), str(twin), "--bank", str(bank), "--no-prefilter"))
+    assert "rg.png" in line
+    # the tiny preset's DINO is not the extractor the bank was made with
+    result = runner.invoke(main, ["segment", str(image), "--bank", str(bank), "--models", "tiny", "--no-prefilter",
+                                  "-o", str(tmp_path / "x")])
+    assert "other feature settings" in one_line_error(result)
