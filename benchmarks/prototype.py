@@ -24,9 +24,9 @@ import torch
 
 from ovdiff_cli.core.settings import PrototypeSettings
 from ovdiff_cli.formats.supportset import SupportSet
-from ovdiff_cli.models import builtin, registry, vit
+from ovdiff_cli.models import registry
+from ovdiff_cli.models.builtin import paper_architecture
 from ovdiff_cli.models.extractors import as_extractor
-from ovdiff_cli.models.sd import build_sd15_random
 from ovdiff_cli.stages.prototype import ClassPrototyper
 
 
@@ -43,21 +43,6 @@ def synthetic_set(folder: Path, n: int, size: int) -> SupportSet:
         s.write_image(i, rng.integers(0, 256, (size, size, 3), dtype=np.uint8), {"class": "bench"})
         s.write_mask(i, mask, {"mode": "synthetic"})
     return s
-
-
-def real_network(name: str, device: torch.device, dtype: torch.dtype):
-    """The paper's architecture for ``name`` with random weights."""
-    if name == "sd":
-        return build_sd15_random(device, dtype)
-    if name == "clip":
-        import open_clip
-
-        from ovdiff_cli.models.clip import OpenClip
-
-        model = open_clip.create_model("ViT-B-16-quickgelu", device=device, precision="fp32").to(dtype=dtype).eval()
-        return OpenClip("clip-vitb16-random", model, open_clip.get_tokenizer("ViT-B-16"), tiny=True)
-    cfg = {"dino": builtin.DINO_B8, "mae": builtin.MAE_B16}[name]
-    return vit.ViT(cfg).to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def main() -> None:
@@ -79,7 +64,7 @@ def main() -> None:
         for name in names:
             dtype = torch.float16 if (name == "sd" and device.type == "cuda") else torch.float32
             net = (registry.load("tiny", f"extractor.{name}", device, dtype) if args.quick
-                   else real_network(name, device, dtype))
+                   else paper_architecture(name, device, dtype))
             ex = as_extractor(name, net)
             timed = Timed(ex)
             worker = ClassPrototyper(timed, {"preset": "benchmark", "tiny": True, "components": {}},

@@ -14,5 +14,6 @@ COMMANDS: dict[str, str] = {
     "models": "ovdiff_cli.commands.models:models",
     "prototype": "ovdiff_cli.commands.prototype:prototype",
     "sample": "ovdiff_cli.commands.sample:sample",
+    "score": "ovdiff_cli.commands.score:score",
     "segment": "ovdiff_cli.commands.segment:segment",
 }

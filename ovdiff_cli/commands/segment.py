@@ -33,6 +33,8 @@ from ovdiff_cli import options
               help="With banks made by --bg-mode zero: class scores at or below this become 0.")
 @click.option("--keep-inactive-bg", is_flag=True, help="Background prototypes of classes the pre-filter rejected "
                                                        "stay in the background class.")
+@click.option("--dataset", type=click.Choice(["voc", "context", "context59", "coco-object"]),
+              help="IMAGE is this dataset's root: segment its validation split (context59: without background).")
 @click.option("--images-per-batch", type=click.IntRange(min=1), default=2, show_default=True,
               help="Images whose windows share network batches.")
 @options.model_run(8)
@@ -40,7 +42,7 @@ from ovdiff_cli import options
 def segment(images: tuple[str, ...], banks: tuple[str, ...], candidates: Path | None, no_prefilter: bool, output: str,
             pamr: bool, overlay: bool, save_scores: bool, explain: bool, short_side: int, no_sliding_window: bool,
             score_floor: float, no_background: bool, bg_threshold: float, keep_inactive_bg: bool,
-            images_per_batch: int, models: str, device: str, dtype: str, batch_size: int, overwrite: bool,
+            dataset: str | None, images_per_batch: int, models: str, device: str, dtype: str, batch_size: int, overwrite: bool,
             shard: options.Shard) -> None:
     """Label every pixel of each IMAGE (`-` reads paths from stdin) with the class of its most
     similar prototype: windows of 448 and 336 at stride 224 plus the whole image, cosine
@@ -55,14 +57,25 @@ def segment(images: tuple[str, ...], banks: tuple[str, ...], candidates: Path | 
     from ovdiff_cli.core.settings import SegmentSettings
     from ovdiff_cli.stages.segment import segment as run
 
+    expected = None
+    paths = [Path(p) for p in options.expand_stdin(images)]
+    if dataset is not None:
+        from ovdiff_cli.formats.datasets import open_dataset
+        from ovdiff_cli.formats.vocabulary import builtin
+
+        if len(paths) != 1:
+            raise click.UsageError("with --dataset, give the dataset's root as the one IMAGE argument")
+        ds = open_dataset(dataset, paths[0])
+        paths = [image for _, image, _ in ds.items]
+        expected = builtin(ds.vocabulary).names
+        no_background = no_background or not ds.background
     settings = SegmentSettings(short_side=short_side, sliding_window=not no_sliding_window, score_floor=score_floor,
                                background=not no_background, bg_threshold=bg_threshold, pamr=pamr,
                                keep_inactive_bg=keep_inactive_bg)
     dev = options.resolve_device(device)
     net_dtype = options.resolve_dtype(dtype, dev)
     vit_dtype = torch.float32 if dtype == "auto" else net_dtype
-    paths = [Path(p) for p in options.expand_stdin(images)]
     for path in run(paths, [Path(b) for b in banks], Path(output), models, dev, net_dtype, vit_dtype, settings,
                     candidates, not no_prefilter, batch_size, images_per_batch, shard, overwrite, overlay,
-                    save_scores, explain):
+                    save_scores, explain, expected):
         click.echo(str(path))

@@ -110,3 +110,20 @@ def tiny_preset() -> Preset:
 
 def builtin_presets() -> list[Preset]:
     return [paper_preset(), tiny_preset()]
+
+
+def paper_architecture(name: str, device: torch.device, dtype: torch.dtype):
+    """The paper's network for extractor ``name`` (sd, dino, clip, mae) with random weights, for
+    timing where the weights cannot be downloaded (benchmarks). Outputs made with it say tiny."""
+    if name == "sd":
+        return sd.build_sd15_random(device, dtype)
+    if name == "clip":
+        import open_clip
+
+        model = open_clip.create_model("ViT-B-16-quickgelu", device=device, precision="fp32")
+        model = model.to(dtype=dtype).eval().requires_grad_(False)
+        return clip.OpenClip("clip-vitb16-random-weights", model, open_clip.get_tokenizer("ViT-B-16"), tiny=True)
+    cfg = {"dino": DINO_B8, "mae": MAE_B16}[name]
+    model = vit.ViT(cfg).to(device=device, dtype=dtype).eval().requires_grad_(False)
+    model.name = f"{name}-architecture-random-weights"  # type: ignore[assignment]
+    return model

@@ -14,7 +14,10 @@ from ovdiff_cli.formats.images import open_image, png_metadata
 from ovdiff_cli.formats.prototypes import BANK, PROTOTYPES, read_bank, read_prototypes
 from ovdiff_cli.formats.supportset import (ATTRIBUTION, CROSSATTN, PROPOSALS, SupportSet, read_attribution,
                                           read_crossattn, read_proposals)
+from ovdiff_cli.formats.segmentation import SCORES, explain_schema, read_explanation, read_scores
 from ovdiff_cli.formats.tensorfile import Schema
+
+EXPLAIN_NAME = "ovdiff.explain"
 
 #: Schema name → (schema, reader that runs every check of the stage that consumes the file).
 SCHEMAS: dict[str, tuple[Schema, Callable[[Path], Any]]] = {
@@ -23,6 +26,8 @@ SCHEMAS: dict[str, tuple[Schema, Callable[[Path], Any]]] = {
     PROTOTYPES.name: (PROTOTYPES, read_prototypes),
     BANK.name: (BANK, read_bank),
     PROPOSALS.name: (PROPOSALS, read_proposals),
+    SCORES.name: (SCORES, read_scores),
+    EXPLAIN_NAME: (explain_schema([]), read_explanation),
 }
 
 
@@ -33,7 +38,9 @@ def _describe_tensors(p: Path) -> dict[str, Any]:
         known = ", ".join(s.id for s, _ in SCHEMAS.values())
         raise BadFile(p, f"is not an ovdiff file (schema {schema_id or 'missing'!r}; known: {known})")
     schema, full_check = SCHEMAS[name]
-    full_check(p)
+    checked = full_check(p)
+    if name == EXPLAIN_NAME:  # its tensors depend on the extractors it covers
+        schema = explain_schema(sorted(checked.rows))
     f = tensorfile.read(p, schema, load=False)
     return {"path": str(p), "kind": "tensors", "schema": schema.id, "made_by": schema.made_by,
             "written_by": f"ovdiff {f.writer_version}", "tensors": {k: list(v) for k, v in f.shapes.items()},

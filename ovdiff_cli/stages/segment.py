@@ -223,8 +223,11 @@ def segment(images: Sequence[Path], bank_paths: Sequence[Path], out: Path, prese
             vit_dtype: torch.dtype | None = None, settings: SegmentSettings = SegmentSettings(),
             candidates: Path | None = None, prefilter: bool = True, batch_size: int = 8, images_per_batch: int = 2,
             shard: Shard = Shard(), overwrite: bool = False, overlay: bool = False, save_scores: bool = False,
-            explain: bool = False) -> list[Path]:
-    """Write ``out/<stem>.png`` (and the asked-for side files) for every image of this shard."""
+            explain: bool = False, expected_classes: Sequence[str] | None = None) -> list[Path]:
+    """Write ``out/<stem>.png`` (and the asked-for side files) for every image of this shard.
+
+    ``expected_classes``: the class names a dataset scores; banks of another vocabulary are an error.
+    """
     device = torch.device(device)
     stems: dict[str, Path] = {}
     for p in images:
@@ -236,6 +239,10 @@ def segment(images: Sequence[Path], bank_paths: Sequence[Path], out: Path, prese
         stems[p.stem] = p
     banks = load_banks(bank_paths)
     vocab = next(iter(banks.values()))[1].vocabulary
+    if expected_classes is not None and list(expected_classes) != vocab.names:
+        f = next(iter(banks.values()))[0]
+        raise BadFile(f, f"holds the classes of {vocab.name}, not the dataset's ({len(expected_classes)} classes)",
+                      fix="build the banks with the dataset's --vocab")
     mine = shard.select(list(images))
     check_writable(out)
     meta_base = {"vocabulary": vocab.to_meta(), "settings": settings.to_meta(), "prefilter": prefilter,

@@ -1,0 +1,56 @@
+"""``ovdiff score``: per-class IoU and mIoU of label maps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ovdiff_cli import options
+
+
+@click.command("score", epilog="Example: ovdiff score segmentation VOCdevkit/VOC2012 --dataset voc")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@options.vocab
+@click.option("--dataset", type=click.Choice(["voc", "context", "context59", "coco-object"]),
+              help="GT is this dataset's root: its validation split, classes and protocol.")
+@click.option("--no-background", is_flag=True, help="The no-background protocol: ground-truth background is "
+                                                    "ignored and the labels shift down by one.")
+@click.option("--strict", is_flag=True, help="Missing or extra predictions are errors, not warnings.")
+@click.option("--nan-as-zero", is_flag=True, help="Also print the official headline variant: undefined IoUs as 0.")
+@click.option("--merge", is_flag=True, help="PATHS are `score --json` outputs of shards: add them up.")
+@options.json_output
+@options.shard
+@options.verbosity
+def score(paths: tuple[Path, ...], vocab: str | None, dataset: str | None, no_background: bool, strict: bool,
+          nan_as_zero: bool, merge: bool, as_json: bool, shard: options.Shard) -> None:
+    """Score PRED against GT: label maps matched by file stem (folders, or files listing paths),
+    intersections and unions summed over the whole set, label 255 ignored; a class absent from both
+    is left out of the mean IoU ("–").
+
+    Prints a table, or with --json every count and metric (mIoU as a fraction under "mIoU").
+    """
+    from rich.console import Console
+
+    from ovdiff_cli.core.score import metrics
+    from ovdiff_cli.formats import vocabulary
+    from ovdiff_cli.stages.score import merge as merge_reports
+    from ovdiff_cli.stages.score import score as run
+    from ovdiff_cli.stages.score import table
+
+    if merge:
+        report = merge_reports(paths)
+    else:
+        if len(paths) != 2:
+            raise click.UsageError("give PRED and GT (or --merge with score --json files)")
+        report = run(paths[0], paths[1], vocabulary.parse(vocab) if vocab else None, dataset, not no_background,
+                     strict, shard)
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+        return
+    console = Console(highlight=False)
+    console.print(table(report))
+    if nan_as_zero:
+        v = metrics(report.counts)["mIoU_nan_as_zero"]
+        console.print(f"mIoU with undefined classes as 0: {100 * v:.1f}")

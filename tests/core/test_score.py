@@ -1,0 +1,65 @@
+"""mIoU (METHOD.md §8) on label maps worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ovdiff_cli.core.score import Counts, count, metrics, no_background
+
+GT = np.array([[0, 0, 1], [1, 255, 2]])
+PRED = np.array([[0, 1, 1], [1, 3, 2]])
+
+
+def test_counts_and_metrics_by_hand() -> None:
+    c = count(PRED, GT, 4)
+    # valid pairs (gt, pred): (0,0) (0,1) (1,1) (1,1) (2,2); the ignored pixel's prediction 3 does not count
+    assert c.intersection.tolist() == [1, 2, 1, 0]
+    assert c.pred.tolist() == [1, 3, 1, 0]
+    assert c.label.tolist() == [2, 2, 1, 0]
+    assert c.union.tolist() == [2, 3, 1, 0]
+    m = metrics(c)
+    assert m["iou"][:3].tolist() == pytest.approx([0.5, 2 / 3, 1.0]) and math.isnan(m["iou"][3])
+    assert m["mIoU"] == pytest.approx((0.5 + 2 / 3 + 1) / 3)      # the absent class is left out
+    assert m["mAcc"] == pytest.approx((0.5 + 1 + 1) / 3)
+    assert m["aAcc"] == pytest.approx(4 / 5)
+    assert m["mIoU_nan_as_zero"] == pytest.approx((0.5 + 2 / 3 + 1 + 0) / 4)
+
+
+def test_a_class_only_in_the_predictions_counts_as_zero() -> None:
+    c = count(PRED, GT, 4) + count(np.array([[3]]), np.array([[2]]), 4)
+    m = metrics(c)
+    # class 2: I 1, P 1, L 2 → 1/2; class 3: I 0, P 1, L 0 → 0 (defined, so it pulls the mean down)
+    assert m["iou"].tolist() == pytest.approx([0.5, 2 / 3, 0.5, 0.0])
+    assert m["mIoU"] == pytest.approx((0.5 + 2 / 3 + 0.5 + 0) / 4)
+
+
+def test_split_counts_add_up_like_one_image() -> None:
+    whole = count(np.concatenate([PRED, PRED]), np.concatenate([GT, GT]), 4)
+    halves = count(PRED, GT, 4) + count(PRED, GT, 4)
+    assert whole.intersection.tolist() == halves.intersection.tolist()
+    assert whole.union.tolist() == halves.union.tolist()
+
+
+def test_errors_for_sizes_and_labels() -> None:
+    with pytest.raises(ValueError, match="prediction is 3×2, ground truth 2×2"):
+        count(PRED, GT[:, :2], 4)
+    with pytest.raises(ValueError, match="ground-truth label 2"):
+        count(PRED, GT, 2)
+    with pytest.raises(ValueError, match="predicted label 3"):
+        count(np.array([[3]]), np.array([[0]]), 2)
+
+
+def test_an_empty_split_has_no_miou() -> None:
+    m = metrics(Counts.zeros(3))
+    assert math.isnan(m["mIoU"]) and math.isnan(m["aAcc"])
+
+
+def test_the_no_background_protocol() -> None:
+    pred, gt = no_background(np.array([[1, 2, 0, 2]]), np.array([[1, 0, 2, 255]]), 2)
+    # ground truth: 1 → 0, 0 → ignore, 2 → 1, 255 stays; predictions shift, background becomes "no class" (2)
+    assert gt.tolist() == [[0, 255, 1, 255]] and pred.tolist() == [[0, 1, 2, 1]]
+    c = count(pred, gt, 2)
+    assert c.intersection.tolist() == [1, 0] and c.pred.tolist() == [1, 0] and c.label.tolist() == [1, 1]
