@@ -11,8 +11,9 @@ from ovdiff_cli import options
 
 @click.command("prototype", epilog="Example: ovdiff mask support/* | ovdiff prototype - -x sd -x dino -x clip")
 @click.argument("folders", nargs=-1, required=True)
-@click.option("-x", "--extractor", "extractors", multiple=True, type=click.Choice(["sd", "dino", "clip", "mae"]),
-              help="Feature extractor; repeat for several [default: sd, dino, clip].")
+@click.option("-x", "--extractor", "extractors", multiple=True, metavar="sd|dino|clip|mae|NAME",
+              help="Feature extractor (or one a plugin offers as extractor.NAME); repeat for several "
+                   "[default: sd, dino, clip].")
 @options.output("Folder for the prototype files (<class>.<extractor>.safetensors).", default="prototypes",
                 file_okay=False)
 @click.option("--clusters", type=click.IntRange(min=1), default=32, show_default=True,

@@ -206,8 +206,13 @@ def window_input(extractor: Any, window: torch.Tensor) -> torch.Tensor:
     return rule(window) if rule is not None else window
 
 
-#: Extractor name → the preset slot its networks come from.
-SLOTS = {"sd": "extractor.sd", "dino": "extractor.dino", "clip": "extractor.clip", "mae": "extractor.mae"}
+#: The method's extractors; a preset may offer others in slots named ``extractor.<name>``.
+BUILTIN_EXTRACTORS = ("sd", "dino", "clip", "mae")
+
+
+def slot_of(name: str, mae_variant: str = "b16") -> str:
+    """The preset slot extractor ``name`` loads from (``mae`` with ``l16``: the ViT-L/16 slot)."""
+    return "extractor.mae-l16" if name == "mae" and mae_variant == "l16" else f"extractor.{name}"
 
 
 def as_extractor(name: str, obj: Any, *, sd_layers: str = "default", sd_timestep: int = 200,

@@ -25,11 +25,9 @@ from ovdiff_cli.formats.prototypes import PrototypeSide, Prototypes, prototype_p
 from ovdiff_cli.formats.supportset import BACKGROUND, FOREGROUND, SupportSet
 from ovdiff_cli.formats.vocabulary import slugify
 from ovdiff_cli.models import registry
-from ovdiff_cli.models.extractors import SLOTS, as_extractor
+from ovdiff_cli.models.extractors import as_extractor, slot_of
 from ovdiff_cli.models.interfaces import FeatureExtractor
 from ovdiff_cli.stages.support import check_writable, load_images, seed_everything
-
-EXTRACTORS = tuple(SLOTS)
 
 
 def _support_digest(s: SupportSet, indices: Sequence[int]) -> str:
@@ -143,17 +141,18 @@ def prototype(folders: Sequence[Path], extractors: Sequence[str] = ("sd", "dino"
 
     ``dtype`` is SD's precision, ``vit_dtype`` (default: the same) the ViTs'.
     """
-    unknown = [e for e in extractors if e not in EXTRACTORS]
+    p = registry.get_preset(preset)
+    offered = sorted(k.split(".", 1)[1] for k in p.slots if k.startswith("extractor.") and k != "extractor.mae-l16")
+    unknown = [e for e in extractors if slot_of(e, mae_variant) not in p.slots]
     if unknown:
-        raise BadInput(f"unknown extractor {unknown[0]!r}", f"choose from {', '.join(EXTRACTORS)}")
+        raise BadInput(f"preset {p.name!r} has no extractor {unknown[0]!r}", f"choose from {', '.join(offered)}")
     sets = [SupportSet.open(f) for f in folders]
     for s in sets:  # every folder checked before any model loads
         _read_masks(s, s.image_indices())
     check_writable(out)
-    p = registry.get_preset(preset)
     written = []
     for name in dict.fromkeys(extractors):
-        slot = "extractor.mae-l16" if name == "mae" and mae_variant == "l16" else SLOTS[name]
+        slot = slot_of(name, mae_variant)
         net_dtype = dtype if name == "sd" else (vit_dtype or dtype)
         extractor = as_extractor(name, registry.load(p, slot, device, net_dtype), sd_layers=sd_layers,
                                  sd_timestep=sd_timestep, clip_norm=clip_norm)

@@ -33,7 +33,7 @@ from ovdiff_cli.formats.prototypes import Bank, read_bank
 from ovdiff_cli.formats.segmentation import Explanation, write_explanation, write_scores
 from ovdiff_cli.formats.vocabulary import Vocabulary
 from ovdiff_cli.models import registry
-from ovdiff_cli.models.extractors import SLOTS, as_extractor, window_input
+from ovdiff_cli.models.extractors import as_extractor, slot_of, window_input
 from ovdiff_cli.models.interfaces import FeatureExtractor
 from ovdiff_cli.options import Shard
 from ovdiff_cli.stages.support import check_writable
@@ -258,16 +258,17 @@ def segment(images: Sequence[Path], bank_paths: Sequence[Path], out: Path, prese
                            {"preset": preset, "device": device, "dtype": dtype})
     extractors = {}
     for name in sorted(banks):
-        if name not in SLOTS:
-            raise BadFile(banks[name][0], f"is a bank of the unknown extractor {name!r}",
-                          fix=f"use banks of {', '.join(SLOTS)}")
+        slot = slot_of(name)
+        if slot not in p.slots:
+            raise BadFile(banks[name][0], f"is a bank of the extractor {name!r}, which preset {preset!r} lacks",
+                          fix="segment with the --models preset the prototypes came from")
         features = banks[name][1].meta.get("features") or {}
         net_dtype = dtype if name == "sd" else (vit_dtype or dtype)
-        ex = as_extractor(name, registry.load(p, SLOTS[name], device, net_dtype),
+        ex = as_extractor(name, registry.load(p, slot, device, net_dtype),
                           sd_layers=features.get("layers", "default"), sd_timestep=features.get("timestep", 200),
                           clip_norm=features.get("norm", "imagenet"))
         if not isinstance(ex, FeatureExtractor):
-            raise ModelUnavailable(SLOTS[name], "the registry", "its object is not a FeatureExtractor")
+            raise ModelUnavailable(slot, "the registry", "its object is not a FeatureExtractor")
         if features and ex.settings() != features:
             raise BadFile(banks[name][0], "was made with other feature settings or models than this preset gives "
                                           f"({preset})", fix="segment with the --models preset the prototypes came from")

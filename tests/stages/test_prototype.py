@@ -95,8 +95,9 @@ def test_missing_masks_are_one_line(runner, tmp_path: Path) -> None:
     assert "masks/00000.png" in line and "ovdiff mask" in line
 
 
-def test_unknown_extractor_is_a_usage_error(runner, tmp_path: Path) -> None:
-    assert runner.invoke(main, ["prototype", str(tmp_path), "-x", "resnet"]).exit_code == 2
+def test_an_extractor_the_preset_lacks_is_one_line(runner, tmp_path: Path) -> None:
+    line = one_line_error(runner.invoke(main, ["prototype", str(tmp_path), "-x", "resnet", "--models", "tiny"]))
+    assert "'resnet'" in line and "clip, dino, mae, sd" in line
 
 
 @pytest.fixture(scope="module")
