@@ -13,6 +13,7 @@ COMMANDS: dict[str, str] = {
     "mask": "ovdiff_cli.commands.mask:mask",
     "models": "ovdiff_cli.commands.models:models",
     "prototype": "ovdiff_cli.commands.prototype:prototype",
+    "run": "ovdiff_cli.commands.run:run",
     "sample": "ovdiff_cli.commands.sample:sample",
     "score": "ovdiff_cli.commands.score:score",
     "segment": "ovdiff_cli.commands.segment:segment",

@@ -1,0 +1,64 @@
+"""The stages as a Python API: the same work as the commands, from a script.
+
+    python examples/api_pipeline.py [WORK_FOLDER] [--preset tiny]
+
+Every stage function takes and returns paths, like its command, so a script can mix them with
+its own code: here, the support masks are inspected between the stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ovdiff_cli.core.settings import SampleSettings
+from ovdiff_cli.formats import vocabulary
+from ovdiff_cli.formats.labelmap import read_label_map
+from ovdiff_cli.formats.supportset import SupportSet
+from ovdiff_cli.stages.attribute import attribute
+from ovdiff_cli.stages.filter_stuff import filter_stuff
+from ovdiff_cli.stages.mask import mask
+from ovdiff_cli.stages.prototype import prototype
+from ovdiff_cli.stages.sample import sample
+from ovdiff_cli.stages.segment import segment
+
+HERE = Path(__file__).parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("work", nargs="?", default="api-work", type=Path)
+    parser.add_argument("--preset", default="paper", help="`tiny` runs in seconds on a CPU (toy models)")
+    args = parser.parse_args()
+    tiny = args.preset == "tiny"
+    vocab = vocabulary.parse("cat,donut with chocolate glaze")
+    settings = SampleSettings(num_images=2, steps=2) if tiny else SampleSettings()
+
+    folders = sample(vocab.classes, args.work / "support", args.preset, settings=settings,
+                     device="cpu" if tiny else "cuda", dtype=_dtype(tiny))
+    attribute(folders)
+    mask(folders, proposer="threshold" if tiny else "auto", preset=args.preset)
+    for f in folders:  # the fraction of each support image marked foreground
+        s = SupportSet(f)
+        shares = [float((s.read_mask(i)[0] == 1).mean()) for i in s.image_indices()]
+        print(f"{f.name}: foreground {np.mean(shares):.0%} of the support images")
+    files = prototype(folders, ("sd", "dino", "clip"), args.work / "prototypes", args.preset,
+                      device="cpu" if tiny else "cuda", dtype=_dtype(tiny))
+    filter_stuff(files, vocab, args.work / "banks")
+    (label_map,) = segment([HERE / "data" / "table.png"], [args.work / "banks"], args.work / "segmentation",
+                           args.preset, device="cpu" if tiny else "cuda", dtype=_dtype(tiny), prefilter=False)
+    labels = read_label_map(label_map)
+    names = ["background", *vocab.names]
+    print("pixels per label:", {names[v]: int(n) for v, n in zip(*np.unique(labels, return_counts=True))})
+
+
+def _dtype(tiny: bool):
+    import torch
+
+    return torch.float32 if tiny else torch.float16
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""``ovdiff run``: every stage for a vocabulary and a set of images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ovdiff_cli import options
+
+
+@click.command("run", epilog='Example: ovdiff run --vocab "cat,donut with chocolate glaze" photo.jpg -o work')
+@click.argument("images", nargs=-1, required=True)
+@options.vocab
+@options.output("Work folder: support sets, prototypes, banks and label maps, reused by later runs.",
+                default="ovdiff-work", file_okay=False)
+@click.option("-n", "--num-images", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Support images per class.")
+@click.option("--steps", type=click.IntRange(min=1), default=30, show_default=True, help="Sampling steps.")
+@options.seed(42)
+@click.option("-x", "--extractor", "extractors", multiple=True, metavar="NAME",
+              help="Feature extractor; repeat for several [default: sd, dino, clip].")
+@click.option("--proposer", default="auto", show_default=True, metavar="auto|cutler|threshold|NAME",
+              help="Mask proposals (see `ovdiff mask`).")
+@click.option("--no-prefilter", is_flag=True, help="Make every class active (no CLIP pre-filter).")
+@click.option("--pamr", is_flag=True, help="Refine the scores with PAMR.")
+@click.option("--overlay", is_flag=True, help="Also write a colour overlay per image.")
+@options.model_run(8)
+def run(images: tuple[str, ...], vocab: str | None, output: str, num_images: int, steps: int, seed: int,
+        extractors: tuple[str, ...], proposer: str, no_prefilter: bool, pamr: bool, overlay: bool, models: str,
+        device: str, dtype: str, batch_size: int, overwrite: bool) -> None:
+    """Segment each IMAGE (`-` reads paths from stdin) with the classes of --vocab: sample,
+    attribute, mask, prototype, filter-stuff, classify and segment in one go, in the work folder
+    OUTPUT. Whatever an earlier run left there with the same settings is reused, so adding a class
+    computes only that class. Prints the label maps.
+    """
+    import torch
+
+    from ovdiff_cli.core.settings import SampleSettings, SegmentSettings
+    from ovdiff_cli.errors import BadInput
+    from ovdiff_cli.formats import vocabulary
+    from ovdiff_cli.stages.run import RunSettings
+    from ovdiff_cli.stages.run import run as run_all
+
+    if not vocab:
+        raise click.UsageError("give --vocab")
+    if overwrite:
+        raise BadInput("run reuses what earlier runs made and does not --overwrite",
+                       "run the one stage to redo with --overwrite, or use another -o")
+    dev = options.resolve_device(device)
+    net_dtype = options.resolve_dtype(dtype, dev)
+    settings = RunSettings(sample=SampleSettings(num_images=num_images, steps=steps, seed=seed,
+                                                 batch_size=batch_size),
+                           proposer=proposer, extractors=extractors or ("sd", "dino", "clip"),
+                           segment=SegmentSettings(pamr=pamr), prefilter=not no_prefilter, batch_size=batch_size,
+                           overlay=overlay)
+    paths = [Path(p) for p in options.expand_stdin(images)]
+    for path in run_all(vocabulary.parse(vocab), paths, Path(output), models, dev, net_dtype,
+                        torch.float32 if dtype == "auto" else net_dtype, settings):
+        click.echo(str(path))

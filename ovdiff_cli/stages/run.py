@@ -1,0 +1,81 @@
+"""run: every stage for one vocabulary and a set of images, in one work folder.
+
+    <work>/support/<class>/                   sample, attribute, mask (per class, reused)
+    <work>/prototypes/<class>.<ex>.safetensors   prototype (per class, reused)
+    <work>/vocabularies/<name>-<digest>/banks/   filter-stuff (per vocabulary)
+    <work>/vocabularies/<name>-<digest>/candidates.jsonl, segmentation/   classify, segment
+
+Each stage skips what an earlier run left with the same settings, so adding a class to a
+vocabulary samples and pools only that class, and rebuilds the cheap per-vocabulary parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ovdiff_cli import log
+from ovdiff_cli.core.settings import BankSettings, MaskSettings, PrototypeSettings, SampleSettings, SegmentSettings
+from ovdiff_cli.formats.candidates import write_candidates
+from ovdiff_cli.formats.vocabulary import Vocabulary, slugify
+from ovdiff_cli.stages.attribute import attribute
+from ovdiff_cli.stages.classify import classify
+from ovdiff_cli.stages.filter_stuff import filter_stuff
+from ovdiff_cli.stages.mask import mask
+from ovdiff_cli.stages.prototype import prototype
+from ovdiff_cli.stages.sample import sample
+from ovdiff_cli.stages.segment import segment
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The settings of every stage that `run` chains."""
+
+    sample: SampleSettings = SampleSettings()
+    mask: MaskSettings = MaskSettings()
+    proposer: str = "auto"
+    extractors: tuple[str, ...] = ("sd", "dino", "clip")
+    prototype: PrototypeSettings = PrototypeSettings()
+    bank: BankSettings = BankSettings()
+    segment: SegmentSettings = SegmentSettings()
+    prefilter: bool = True
+    batch_size: int = 8
+    overlay: bool = False
+
+
+def vocabulary_folder(work: Path, vocab: Vocabulary) -> Path:
+    """``<work>/vocabularies/<name>-<digest of its classes>``: one per distinct vocabulary."""
+    digest = hashlib.sha256(json.dumps(vocab.to_meta(), sort_keys=True).encode()).hexdigest()[:8]
+    return work / "vocabularies" / f"{slugify(vocab.name) or 'vocabulary'}-{digest}"
+
+
+def run(vocab: Vocabulary, images: Sequence[Path], work: Path, preset: str = "paper",
+        device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, vit_dtype: torch.dtype | None = None,
+        settings: RunSettings = RunSettings()) -> list[Path]:
+    """Every stage in order; returns the label maps."""
+    device = torch.device(device)
+    for p in images:  # before hours of sampling
+        if not Path(p).is_file():
+            from ovdiff_cli.errors import BadFile
+
+            raise BadFile(p, "does not exist" if not Path(p).exists() else "is not a file", fix="give image files")
+    log.logger.info("sample → attribute → mask → prototype for %d classes in %s", len(vocab), work)
+    folders = sample(vocab.classes, work / "support", preset, device, dtype, settings.sample)
+    attribute(folders, overwrite=False, batch_size=settings.batch_size)
+    mask(folders, settings.proposer, preset, device, dtype, settings.mask, settings.batch_size)
+    protos = prototype(folders, settings.extractors, work / "prototypes", preset, device, dtype, vit_dtype,
+                       settings.prototype, settings.batch_size)
+    here = vocabulary_folder(work, vocab)
+    filter_stuff(protos, vocab, here / "banks", settings.bank)
+    candidates = None
+    if settings.prefilter:
+        candidates = here / "candidates.jsonl"
+        records = classify(images, vocab, preset, device, dtype, existing=candidates)
+        write_candidates(candidates, records)
+    return segment(images, [here / "banks"], here / "segmentation", preset, device, dtype, vit_dtype,
+                   settings.segment, candidates, settings.prefilter, settings.batch_size, overlay=settings.overlay)
