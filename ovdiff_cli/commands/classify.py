@@ -30,6 +30,7 @@ def classify(images: tuple[str, ...], vocab: str | None, output: str, clip_topk:
     from ovdiff_cli.formats import vocabulary
     from ovdiff_cli.formats.candidates import write_candidates
     from ovdiff_cli.stages.classify import classify as run
+    from ovdiff_cli.stages.classify import with_earlier
 
     if not vocab:
         raise click.UsageError("give --vocab")
@@ -41,4 +42,4 @@ def classify(images: tuple[str, ...], vocab: str | None, output: str, clip_topk:
         for r in records:
             click.echo(r.to_json())
     else:
-        click.echo(str(write_candidates(output, records)))
+        click.echo(str(write_candidates(output, with_earlier(None if overwrite else Path(output), records))))

@@ -25,12 +25,14 @@ from ovdiff_cli import options
               help="Noise level of the SD feature pass.")
 @click.option("--clip-norm", type=click.Choice(["imagenet", "clip"]), default="imagenet", show_default=True,
               help="Input statistics for CLIP's features: ImageNet's (the official release) or CLIP's own.")
+@click.option("--clip-token", is_flag=True, help="CLIP features are the block's output tokens, not its keys "
+                                                  "(paper v1 found keys better).")
 @click.option("--mae-variant", type=click.Choice(["b16", "l16"]), default="b16", show_default=True,
               help="MAE checkpoint for -x mae: long-sequence ViT-B/16 (official) or ViT-L/16 (paper v1).")
 @options.model_run(8)
 def prototype(folders: tuple[str, ...], extractors: tuple[str, ...], output: str, clusters: int, sd_layers: str,
-              sd_timestep: int, clip_norm: str, mae_variant: str, models: str, device: str, dtype: str,
-              batch_size: int, overwrite: bool) -> None:
+              sd_timestep: int, clip_norm: str, clip_token: bool, mae_variant: str, models: str, device: str,
+              dtype: str, batch_size: int, overwrite: bool) -> None:
     """Pool each support-set FOLDER's features over its masks into foreground and background
     prototypes: the class mean, one per image, and K k-means parts (`-` reads folders from stdin).
 
@@ -50,5 +52,5 @@ def prototype(folders: tuple[str, ...], extractors: tuple[str, ...], output: str
     vit_dtype = torch.float32 if dtype == "auto" else net_dtype
     for path in run(paths, extractors or ("sd", "dino", "clip"), Path(output), models, dev, net_dtype, vit_dtype,
                     PrototypeSettings(clusters=clusters), batch_size, overwrite, sd_layers, sd_timestep,
-                    clip_norm, mae_variant):
+                    clip_norm, mae_variant, "token" if clip_token else "keys"):
         click.echo(str(path))

@@ -30,9 +30,9 @@ from ovdiff_cli.core.settings import NEGATIVE_PROMPT, TEMPLATE, SampleSettings
                                                           "(results then depend on the class order and shard).")
 @click.option("--no-prompt-overlay", is_flag=True, help="Use class names as prompts as they are, without the method's prompt "
                                                        "overlay (e.g. keyboard → computer keyboard).")
-@click.option("--safety-checker/--no-safety-checker", default=None,
-              help="Redraw images SD's safety checker flags [default: on when the preset has one "
-                   "and its weights are cached].")
+@click.option("--safety-checker/--no-safety-checker", default=False, show_default=True,
+              help="Redraw images SD's safety checker flags (the official pipeline never runs it, so "
+                   "it is off by default for fidelity).")
 @options.models
 @options.device
 @options.dtype
@@ -41,7 +41,7 @@ from ovdiff_cli.core.settings import NEGATIVE_PROMPT, TEMPLATE, SampleSettings
 @options.verbosity
 def sample(words: tuple[str, ...], vocab: str | None, output: str, num_images: int, batch_size: int, steps: int,
            guidance: float, template: str, negative_prompt: str, free_prompt: str | None, seed: int,
-           no_reseed_per_class: bool, no_prompt_overlay: bool, safety_checker: bool | None, models: str,
+           no_reseed_per_class: bool, no_prompt_overlay: bool, safety_checker: bool, models: str,
            device: str, dtype: str, overwrite: bool, shard: options.Shard) -> None:
     """Draw a support set for each WORD (or each class of --vocab) and record, in the same pass, the
     cross-attention of every layer, head and step to the prompt's tokens.

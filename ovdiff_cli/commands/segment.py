@@ -26,6 +26,9 @@ from ovdiff_cli import options
 @click.option("--short-side", type=click.IntRange(min=8), default=448, show_default=True,
               help="Images are resized to this short side first.")
 @click.option("--no-sliding-window", is_flag=True, help="Only the whole image as one window.")
+@click.option("--crops", default="448,336", show_default=True, metavar="C,…",
+              help="Window sizes of the sliding windows, each with --stride.")
+@click.option("--stride", type=click.IntRange(min=1), default=224, show_default=True, help="Sliding-window stride.")
 @click.option("--score-floor", type=float, default=0.0, show_default=True,
               help="Scores at or below this become 0 before the argmax (so such pixels go to background).")
 @click.option("--no-background", is_flag=True, help="The no-background protocol: argmax over the classes alone.")
@@ -41,6 +44,7 @@ from ovdiff_cli import options
 @options.shard
 def segment(images: tuple[str, ...], banks: tuple[str, ...], candidates: Path | None, no_prefilter: bool, output: str,
             pamr: bool, overlay: bool, save_scores: bool, explain: bool, short_side: int, no_sliding_window: bool,
+            crops: str, stride: int,
             score_floor: float, no_background: bool, bg_threshold: float, keep_inactive_bg: bool,
             dataset: str | None, images_per_batch: int, models: str, device: str, dtype: str, batch_size: int, overwrite: bool,
             shard: options.Shard) -> None:
@@ -69,7 +73,14 @@ def segment(images: tuple[str, ...], banks: tuple[str, ...], candidates: Path | 
         paths = [image for _, image, _ in ds.items]
         expected = builtin(ds.vocabulary).names
         no_background = no_background or not ds.background
-    settings = SegmentSettings(short_side=short_side, sliding_window=not no_sliding_window, score_floor=score_floor,
+    try:
+        sizes = tuple(int(c) for c in crops.split(",") if c.strip())
+    except ValueError:
+        raise click.BadParameter(f"{crops!r} is not a comma list of window sizes", param_hint="--crops") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter("give window sizes of at least 1 pixel", param_hint="--crops")
+    settings = SegmentSettings(short_side=short_side, crops=tuple((c, stride) for c in sizes),
+                               sliding_window=not no_sliding_window, score_floor=score_floor,
                                background=not no_background, bg_threshold=bg_threshold, pamr=pamr,
                                keep_inactive_bg=keep_inactive_bg)
     dev = options.resolve_device(device)

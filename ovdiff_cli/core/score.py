@@ -34,12 +34,12 @@ class Counts:
         return self.pred + self.label - self.intersection
 
 
-def count(pred: np.ndarray, gt: np.ndarray, k: int, ignore: int = IGNORE) -> Counts:
+def count(pred: np.ndarray, gt: np.ndarray, k: int, ignore: int = IGNORE, no_class: bool = False) -> Counts:
     """The counts of one image; pred and gt are integer [H, W] of the same shape, labels 0..255.
 
-    Ground-truth ``ignore`` pixels are left out. A prediction of k (no class, e.g. background under
-    the no-background protocol) counts in L but in no P. Raises ValueError for a shape mismatch or
-    a label outside 0..k−1 (ground truth) or 0..k (prediction) at a counted pixel.
+    Ground-truth ``ignore`` pixels are left out. With ``no_class``, a prediction of k means "no
+    class" (background under the no-background protocol): it counts in L but in no P. Raises
+    ValueError for a shape mismatch or a label outside 0..k−1 at a counted pixel.
     """
     if pred.shape != gt.shape:
         raise ValueError(f"prediction is {pred.shape[1]}×{pred.shape[0]}, ground truth {gt.shape[1]}×{gt.shape[0]}")
@@ -58,9 +58,10 @@ def count(pred: np.ndarray, gt: np.ndarray, k: int, ignore: int = IGNORE) -> Cou
     if bad_gt.size:
         raise ValueError(f"ground-truth label {int(bad_gt[0]) + k} is outside 0..{k - 1} (and not the ignore label "
                          f"{ignore})")
-    bad_pred = np.nonzero(conf[:k, k + 1 :].sum(axis=0))[0]
+    first_bad = k + 1 if no_class else k
+    bad_pred = np.nonzero(conf[:k, first_bad:].sum(axis=0))[0]
     if bad_pred.size:
-        raise ValueError(f"predicted label {int(bad_pred[0]) + k + 1} is outside 0..{k - 1}")
+        raise ValueError(f"predicted label {int(bad_pred[0]) + first_bad} is outside 0..{k - 1}")
     cm = conf[:k, :k].astype(np.int64)
     return Counts(np.diagonal(cm).copy(), cm.sum(axis=0), conf[:k].sum(axis=1).astype(np.int64))
 
@@ -83,7 +84,10 @@ def metrics(c: Counts) -> dict[str, object]:
 
 def no_background(pred: np.ndarray, gt: np.ndarray, k: int, ignore: int = IGNORE) -> tuple[np.ndarray, np.ndarray]:
     """The no-background protocol over k classes: ground-truth 0 becomes ignore and the labels shift
-    down by one; predictions shift down too, and a predicted 0 (background) becomes k: no class."""
+    down by one; predictions 1..k shift down too, and a predicted 0 (background) becomes k: no class
+    (count with ``no_class=True``). A prediction above k is an error (ValueError)."""
+    if pred.size and int(pred.max()) > k:
+        raise ValueError(f"predicted label {int(pred.max())} is outside 0..{k}")
     g = gt.astype(np.int64)
     g = np.where((g == 0) | (g == ignore), ignore, g - 1)
     p = pred.astype(np.int64) - 1

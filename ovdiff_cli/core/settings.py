@@ -31,7 +31,7 @@ class SampleSettings:
     size: int = 512
     scheduler: dict[str, Any] = field(default_factory=lambda: {
         "name": "DPMSolverMultistepScheduler", "algorithm_type": "dpmsolver++", "solver_order": 2,
-        "timestep_spacing": "linspace", "final_sigmas_type": "zero", "lower_order_final": True,
+        "timestep_spacing": "linspace", "final_sigmas_type": "sigma_min", "lower_order_final": True,
         "prediction_type": "epsilon"})
 
     def to_meta(self) -> dict[str, Any]:

@@ -71,10 +71,11 @@ class OpenClip:
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
     @torch.no_grad()
-    def keys(self, images: torch.Tensor, block: int = -2) -> torch.Tensor:
+    def keys(self, images: torch.Tensor, block: int = -2, output: bool = False) -> torch.Tensor:
         """Dense keys of vision block ``block`` (−2 = second to last), CLS dropped: [B, D, h, w].
 
         ``images`` [B, 3, H, W] are already normalised (the statistics are a feature setting).
+        ``output``: the block's output tokens instead of its keys (METHOD.md's "CLIP token").
 
         Positions are interpolated bicubically when the grid differs from the trained one.
         """
@@ -91,9 +92,11 @@ class OpenClip:
         # Older open_clip runs its blocks sequence-first; the blocks then expect [N, B, D].
         seq_first = not getattr(v.transformer, "batch_first", True)
         x = x.transpose(0, 1) if seq_first else x
-        for blk in blocks[:b_idx]:
+        for blk in blocks[: b_idx + 1 if output else b_idx]:
             x = blk(x)
         x = x.transpose(0, 1) if seq_first else x
+        if output:
+            return x[:, 1:].transpose(1, 2).reshape(x.shape[0], x.shape[-1], h, w)
         target = blocks[b_idx]
         d = x.shape[-1]
         attn = target.attn  # nn.MultiheadAttention: in_proj holds q, k, v stacked

@@ -176,12 +176,15 @@ class ClipKeys:
 
     name = "clip"
 
-    def __init__(self, clip: OpenClip, norm: str = "imagenet", block: int = -2) -> None:
+    def __init__(self, clip: OpenClip, norm: str = "imagenet", block: int = -2, readout: str = "keys") -> None:
         if norm not in ("imagenet", "clip"):
             raise ValueError(f"unknown CLIP normalisation {norm!r}; choose imagenet or clip")
+        if readout not in ("keys", "token"):
+            raise ValueError(f"unknown CLIP read-out {readout!r}; choose keys or token")
         self.clip = clip
         self.norm = norm
         self.block = block
+        self.readout = readout
         self.dim = clip.width
         self.patch = clip.patch
 
@@ -191,13 +194,13 @@ class ClipKeys:
 
     def settings(self) -> dict[str, Any]:
         return {"extractor": "clip", "model": self.clip.name, "block": self.block, "norm": self.norm,
-                "patch": self.patch, "dim": self.dim}
+                "readout": self.readout, "patch": self.patch, "dim": self.dim}
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if self.norm == "imagenet" else (CLIP_MEAN, CLIP_STD)
         x = normalise(round_to_patch(images, self.patch).to(self.clip.device), mean, std)
-        return self.clip.keys(x, self.block).float()
+        return self.clip.keys(x, self.block, output=self.readout == "token").float()
 
 
 def window_input(extractor: Any, window: torch.Tensor) -> torch.Tensor:
@@ -216,12 +219,12 @@ def slot_of(name: str, mae_variant: str = "b16") -> str:
 
 
 def as_extractor(name: str, obj: Any, *, sd_layers: str = "default", sd_timestep: int = 200,
-                 clip_norm: str = "imagenet") -> Any:
+                 clip_norm: str = "imagenet", clip_readout: str = "keys") -> Any:
     """The :class:`FeatureExtractor` for what an ``extractor.*`` slot loaded (networks get adapters)."""
     if isinstance(obj, StableDiffusion):
         return SDFeatures(obj, sd_layers, sd_timestep)
     if isinstance(obj, OpenClip):
-        return ClipKeys(obj, clip_norm)
+        return ClipKeys(obj, clip_norm, readout=clip_readout)
     if isinstance(obj, ViT):
         return ViTKeys(name, obj)
     return obj

@@ -84,13 +84,21 @@ def by_renoising(s: SupportSet, attender: ImageAttender, models_meta: dict[str, 
     """Attribution of any images by re-noising them through the diffusion model (see the module doc)."""
     first_meta = s.class_meta()
     phrase = phrase or first_meta.get("phrase") or s.path.name.replace("-", " ").replace("_", " ")
-    before, after = tok.split_template(template)
+    try:
+        before, after = tok.split_template(template)
+    except ValueError as e:
+        raise BadInput(f"--template: {e}", 'write e.g. --template "A good picture of a {}"') from None
     prompt = f"{before}{phrase}{after}"
     tokens = attender.tokens(prompt)
     if len(tokens) > tok.MAX_TEXT_TOKENS:
         raise BadInput(f"{s.path}: the prompt {prompt!r} has {len(tokens)} tokens, at most {tok.MAX_TEXT_TOKENS} fit",
                        "use a shorter --phrase")
-    positions = tok.phrase_positions(tokens, attender.tokens(before) if before.strip() else [], attender.tokens(phrase))
+    try:
+        positions = tok.phrase_positions(tokens, attender.tokens(before) if before.strip() else [],
+                                         attender.tokens(phrase))
+    except ValueError as e:
+        raise BadInput(f"{s.path}: --phrase {phrase!r} in --template {template!r}: {e}",
+                       "give a phrase with words, and a template it stays whole in") from None
     images = load_images(s, s.image_indices(), attender.image_size)
     inputs = {s.image_path(i).name: file_sha256(s.image_path(i)) for i in s.image_indices()}
     wanted = {"source": "renoise", "positions": positions, "settings": settings.to_meta(), "prompt": prompt,

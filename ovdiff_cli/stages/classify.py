@@ -137,3 +137,12 @@ def _warn_long_prompts(scorer: Any, prompts: list[str]) -> None:
     if isinstance(scorer, OpenClip) and prompts and token_count(scorer, cf.subset_prompt(prompts)) > 77:
         log.warn_once("long-subset-prompt", "the longest subset prompts exceed CLIP's 77 tokens and are cut "
                                             "(their last classes lose weight)")
+
+
+def with_earlier(existing: Path | None, records: Sequence[Candidates]) -> list[Candidates]:
+    """The records to write back: those of ``existing`` for images not asked about this time, in
+    their order, then ``records`` (so a file grows with each run instead of losing images)."""
+    if existing is None or not existing.is_file():
+        return list(records)
+    now = {r.image for r in records}
+    return [r for r in read_candidates(existing) if r.image not in now] + list(records)

@@ -93,8 +93,8 @@ class FolderMasker:
         wanted = {"proposer": self.source, "settings": self.settings.to_meta(),
                   "attribution_sha256": file_sha256(s.attribution_path)}
         todo = self._todo(s, indices, wanted)
-        if self.save_proposals and self.proposer is not None and not self._proposals_match(s, wanted):
-            todo = list(indices)  # the proposals file covers the whole set
+        if self.save_proposals and self.proposer is not None and (todo or not self._proposals_match(s, wanted)):
+            todo = list(indices)  # the proposals file covers the whole set: rebuild it whole
         if todo:
             self._make(s, att.maps, att.maps64, indices, todo, wanted)
         else:

@@ -136,7 +136,7 @@ def prototype(folders: Sequence[Path], extractors: Sequence[str] = ("sd", "dino"
               preset: str = "paper", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
               vit_dtype: torch.dtype | None = None, settings: PrototypeSettings = PrototypeSettings(),
               batch_size: int = 8, overwrite: bool = False, sd_layers: str = "default", sd_timestep: int = 200,
-              clip_norm: str = "imagenet", mae_variant: str = "b16") -> list[Path]:
+              clip_norm: str = "imagenet", mae_variant: str = "b16", clip_readout: str = "keys") -> list[Path]:
     """Write ``out/<slug>.<extractor>.safetensors`` for every support set and extractor; return the files.
 
     ``dtype`` is SD's precision, ``vit_dtype`` (default: the same) the ViTs'.
@@ -155,7 +155,7 @@ def prototype(folders: Sequence[Path], extractors: Sequence[str] = ("sd", "dino"
         slot = slot_of(name, mae_variant)
         net_dtype = dtype if name == "sd" else (vit_dtype or dtype)
         extractor = as_extractor(name, registry.load(p, slot, device, net_dtype), sd_layers=sd_layers,
-                                 sd_timestep=sd_timestep, clip_norm=clip_norm)
+                                 sd_timestep=sd_timestep, clip_norm=clip_norm, clip_readout=clip_readout)
         if not isinstance(extractor, FeatureExtractor):
             raise ModelUnavailable(slot, "the registry", "its object is not a FeatureExtractor")
         worker = ClassPrototyper(extractor, p.describe(), settings, batch_size, overwrite)

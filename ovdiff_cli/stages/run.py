@@ -24,7 +24,7 @@ from ovdiff_cli.core.settings import BankSettings, MaskSettings, PrototypeSettin
 from ovdiff_cli.formats.candidates import write_candidates
 from ovdiff_cli.formats.vocabulary import Vocabulary, slugify
 from ovdiff_cli.stages.attribute import attribute
-from ovdiff_cli.stages.classify import classify
+from ovdiff_cli.stages.classify import classify, with_earlier
 from ovdiff_cli.stages.filter_stuff import filter_stuff
 from ovdiff_cli.stages.mask import mask
 from ovdiff_cli.stages.prototype import prototype
@@ -76,6 +76,6 @@ def run(vocab: Vocabulary, images: Sequence[Path], work: Path, preset: str = "pa
     if settings.prefilter:
         candidates = here / "candidates.jsonl"
         records = classify(images, vocab, preset, device, dtype, existing=candidates)
-        write_candidates(candidates, records)
+        write_candidates(candidates, with_earlier(candidates, records))
     return segment(images, [here / "banks"], here / "segmentation", preset, device, dtype, vit_dtype,
                    settings.segment, candidates, settings.prefilter, settings.batch_size, overlay=settings.overlay)

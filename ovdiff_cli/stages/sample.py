@@ -157,8 +157,9 @@ class ClassSampler:
         n_batches = math.ceil(n / b)
         if self._complete(s, params):
             log.logger.info("%s: complete, skipped", folder)
-            for _ in range(n_batches):  # keep the noise sequence where a fresh run would leave it
-                torch.randn(self.gen.noise_shape(min(b, n)), generator=noise_gen, dtype=torch.float16)
+            for k in range(n_batches):  # keep the noise sequence where a fresh run would leave it
+                torch.randn(self.gen.noise_shape(min(n, (k + 1) * b) - k * b), generator=noise_gen,
+                            dtype=torch.float16)
             return folder
         replaced = 0
         for k in log.progress(range(n_batches), desc=vclass.name, unit="batch"):
@@ -220,11 +221,12 @@ class ClassSampler:
 
 
 def sample(classes: Sequence[VocabClass], out: Path, preset: str, device: torch.device, dtype: torch.dtype,
-           settings: SampleSettings, shard: Shard = Shard(), overwrite: bool = False, safety_checker: bool | None = None,
+           settings: SampleSettings, shard: Shard = Shard(), overwrite: bool = False, safety_checker: bool = False,
            free_prompt: str | None = None) -> list[Path]:
     """Sample a support set for each class of this shard into ``out/<slug>``; return the folders.
 
-    ``safety_checker`` None means: on when the preset has one.
+    ``safety_checker``: redraw what SD's safety checker flags (METHOD.md §1: off, as the official
+    pipeline; ``None`` means on when the preset has one and its weights are cached).
     """
     if free_prompt is not None and len(classes) != 1:
         raise BadInput("--prompt draws one class only", "give exactly one word with --prompt")

@@ -121,11 +121,11 @@ def score(pred: Path, gt: Path, vocab: Vocabulary | None = None, dataset: str | 
         if y.shape != t.shape:
             raise BadFile(p, f"is {y.shape[1]}×{y.shape[0]}, its ground truth {g} {t.shape[1]}×{t.shape[0]}",
                           fix="segment at the original image size (ovdiff segment does)")
-        if not background:
-            no_class += int(((y == 0) & (t != 0) & (t != core.IGNORE)).sum())
-            y, t = core.no_background(y, t, k)
         try:
-            counts = counts + core.count(y, t, k)
+            if not background:
+                no_class += int(((y == 0) & (t != 0) & (t != core.IGNORE)).sum())
+                y, t = core.no_background(y, t, k)
+            counts = counts + core.count(y, t, k, no_class=not background)
         except ValueError as e:
             culprit = g if "ground-truth" in str(e) else p
             raise BadFile(culprit, f"{e} ({stem})", fix="check --vocab and the protocol") from None
@@ -148,7 +148,10 @@ def merge(files: Sequence[Path]) -> Report:
             d = json.loads(Path(f).read_text())
             c = core.Counts(np.array(d["intersection"], np.int64), np.array(d["pred"], np.int64),
                             np.array(d["label"], np.int64))
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            if not (isinstance(d["images"], int) and isinstance(d["classes"], list) and isinstance(d["protocol"], dict)
+                    and c.intersection.shape == c.pred.shape == c.label.shape == (len(d["classes"]),)):
+                raise ValueError("inconsistent fields")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise BadFile(f, f"is not the JSON of `ovdiff score --json` ({type(e).__name__})",
                           fix="give files written by `ovdiff score --json`") from None
         reports.append((f, d, c))

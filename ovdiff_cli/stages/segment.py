@@ -247,7 +247,9 @@ def segment(images: Sequence[Path], bank_paths: Sequence[Path], out: Path, prese
     check_writable(out)
     meta_base = {"vocabulary": vocab.to_meta(), "settings": settings.to_meta(), "prefilter": prefilter,
                  "banks": {ex: {"file": str(f), "sha256": file_sha256(f)} for ex, (f, _) in sorted(banks.items())}}
-    todo = [p for p in mine if overwrite or not _done(out / f"{p.stem}.png", meta_base)]
+    wanted_sides = [suffix for suffix, on in ((".overlay.png", overlay), (".scores.safetensors", save_scores),
+                                              (".explain.safetensors", explain)) if on]
+    todo = [p for p in mine if overwrite or not _done(out, p.stem, meta_base, wanted_sides)]
     if len(todo) < len(mine):
         log.logger.info("%d of %d label maps exist, skipped", len(mine) - len(todo), len(mine))
     written = [out / f"{p.stem}.png" for p in mine if p not in todo]
@@ -258,15 +260,17 @@ def segment(images: Sequence[Path], bank_paths: Sequence[Path], out: Path, prese
                            {"preset": preset, "device": device, "dtype": dtype})
     extractors = {}
     for name in sorted(banks):
-        slot = slot_of(name)
+        features = banks[name][1].meta.get("features") or {}
+        variant = "l16" if str(features.get("model", "")).startswith("mae-vitl16") else "b16"
+        slot = slot_of(name, variant)
         if slot not in p.slots:
             raise BadFile(banks[name][0], f"is a bank of the extractor {name!r}, which preset {preset!r} lacks",
                           fix="segment with the --models preset the prototypes came from")
-        features = banks[name][1].meta.get("features") or {}
         net_dtype = dtype if name == "sd" else (vit_dtype or dtype)
         ex = as_extractor(name, registry.load(p, slot, device, net_dtype),
                           sd_layers=features.get("layers", "default"), sd_timestep=features.get("timestep", 200),
-                          clip_norm=features.get("norm", "imagenet"))
+                          clip_norm=features.get("norm", "imagenet"),
+                          clip_readout=features.get("readout", "keys"))
         if not isinstance(ex, FeatureExtractor):
             raise ModelUnavailable(slot, "the registry", "its object is not a FeatureExtractor")
         if features and ex.settings() != features:
@@ -285,15 +289,17 @@ def segment(images: Sequence[Path], bank_paths: Sequence[Path], out: Path, prese
     return written
 
 
-def _done(path: Path, meta: dict[str, Any]) -> bool:
-    """A label map that exists and was made the same way; one made otherwise is an error."""
+def _done(out: Path, stem: str, meta: dict[str, Any], side_suffixes: Sequence[str]) -> bool:
+    """A label map that exists, was made the same way and has every side file asked for now; one
+    made otherwise is an error. A missing side file means the image is segmented again."""
+    path = out / f"{stem}.png"
     if not path.is_file():
         return False
     old = read_label_map_meta(path)
     differ = [k for k in ("vocabulary", "settings", "banks", "prefilter") if old.get(k) != meta[k]]
     if differ:
         raise BadFile(path, f"was made with other {', '.join(differ)}", fix="pass --overwrite to redo it, or choose another -o")
-    return True
+    return all((out / f"{stem}{suffix}").is_file() for suffix in side_suffixes)
 
 
 def _write(out: Path, job: ImageJob, result: Result, meta: dict[str, Any], vocab: Vocabulary, overlay: bool) -> Path:

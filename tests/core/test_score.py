@@ -61,5 +61,15 @@ def test_the_no_background_protocol() -> None:
     pred, gt = no_background(np.array([[1, 2, 0, 2]]), np.array([[1, 0, 2, 255]]), 2)
     # ground truth: 1 → 0, 0 → ignore, 2 → 1, 255 stays; predictions shift, background becomes "no class" (2)
     assert gt.tolist() == [[0, 255, 1, 255]] and pred.tolist() == [[0, 1, 2, 1]]
-    c = count(pred, gt, 2)
+    c = count(pred, gt, 2, no_class=True)
     assert c.intersection.tolist() == [1, 0] and c.pred.tolist() == [1, 0] and c.label.tolist() == [1, 1]
+
+
+def test_a_prediction_equal_to_the_label_count_is_an_error() -> None:
+    with pytest.raises(ValueError, match="predicted label 4"):
+        count(np.array([[4]]), np.array([[0]]), 4)
+    # under the no-background protocol k is "no class", k + 1 an error, before any shift
+    with pytest.raises(ValueError, match="predicted label 3"):
+        no_background(np.array([[3]]), np.array([[1]]), 2)
+    c = count(*no_background(np.array([[0]]), np.array([[1]]), 2), 2, no_class=True)
+    assert c.label.tolist() == [1, 0] and c.pred.tolist() == [0, 0]

@@ -118,3 +118,20 @@ def test_every_extractor_on_the_tiny_preset() -> None:
         shapes[name] = tuple(f.shape[1:])
         assert ex.name == name and f.shape[1] == ex.dim and ex.settings()["extractor"] == name
     assert shapes == {"sd": (256, 16, 16), "dino": (32, 16, 16), "clip": (32, 8, 8), "mae": (32, 8, 8)}
+
+
+def test_clip_token_readout_is_the_blocks_output() -> None:
+    clip = registry.load("tiny", "extractor.clip")
+    blocks = clip.model.visual.transformer.resblocks
+    captured = {}
+    handle = blocks[-2].register_forward_hook(lambda _m, _args, out: captured.update(x=out))
+    try:
+        feats = ClipKeys(clip, readout="token").features(IMAGES)
+    finally:
+        handle.remove()
+    out = captured["x"]
+    if not getattr(clip.model.visual.transformer, "batch_first", True):
+        out = out.transpose(0, 1)
+    torch.testing.assert_close(feats, out[:, 1:].transpose(1, 2).reshape(2, clip.width, 8, 8))
+    assert ClipKeys(clip, readout="token").settings()["readout"] == "token"
+    assert not torch.allclose(feats, ClipKeys(clip).features(IMAGES))

@@ -136,7 +136,9 @@ def test_the_sampler_is_dpm_solver_pp_with_diffusers_0_14_spacing(sd: StableDiff
     expected = np.linspace(0, 999, 31).round()[::-1][:-1].astype(int).tolist()
     assert expected[14:17] == [533, 499, 466]
     assert sched.timesteps.tolist() == expected
-    assert float(sched.sigmas[-1]) == 0.0
+    # the last update goes to timestep 0 as diffusers 0.14 did (σ of ᾱ_0 = 1 − β_0, not σ = 0)
+    alpha0 = 1 - 0.00085
+    assert float(sched.sigmas[-1]) == pytest.approx(math.sqrt((1 - alpha0) / alpha0), rel=1e-4)
     cfg = sched.config
     assert (cfg.algorithm_type, cfg.solver_order, cfg.prediction_type) == ("dpmsolver++", 2, "epsilon")
     assert (cfg.beta_start, cfg.beta_end, cfg.beta_schedule, cfg.num_train_timesteps) == (

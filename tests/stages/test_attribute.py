@@ -139,3 +139,15 @@ def test_bad_layer_lists_are_usage_errors(runner, sampled: Path, layers: str) ->
 def test_a_layer_beyond_the_recording_is_one_line(runner, sampled: Path) -> None:
     line = one_line_error(runner.invoke(main, ["attribute", str(sampled), "--attn-layers", "16"]))
     assert "16 layers" in line
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--template", "no placeholder"], "--template"),
+    (["--template", "photos of {}s", "--phrase", "cat"], "do not follow the template"),
+    (["--phrase", " "], "no tokens"),
+])
+def test_renoise_bad_template_or_phrase_is_one_line(runner, tmp_path: Path, args, expected) -> None:
+    photos = SupportSet(tmp_path / "photos")
+    photos.write_image(0, np.zeros((8, 8, 3), np.uint8), {})
+    line = one_line_error(runner.invoke(main, ["attribute", str(photos.path), "--renoise", "--models", "tiny", *args]))
+    assert expected in line

@@ -137,9 +137,9 @@ def test_the_tiny_preset_writes_a_file_and_reuses_it(runner, images, tmp_path: P
     def refuse(*_a, **_k):
         raise AssertionError("the model must not be loaded again for images already classified")
 
-    # one more image: only it is classified; the first two are reused
-    result = runner.invoke(main, ["classify", *images, "--vocab", "voc", "--models", "tiny", "-o", str(out)])
-    assert result.exit_code == 0 and len(read_candidates(out)) == 3
+    # another image alone: the file keeps the first two and adds it
+    result = runner.invoke(main, ["classify", images[2], "--vocab", "voc", "--models", "tiny", "-o", str(out)])
+    assert result.exit_code == 0 and [r.image for r in read_candidates(out)] == images
     monkeypatch.setattr(registry, "load", refuse)
     result = runner.invoke(main, ["classify", *images, "--vocab", "voc", "--models", "tiny", "-o", str(out)])
     assert result.exit_code == 0, result.output

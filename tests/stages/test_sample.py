@@ -278,3 +278,12 @@ def test_deterministic_mode_restores_the_process_settings() -> None:
         assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
         assert torch.is_deterministic_algorithms_warn_only_enabled()
     assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == before
+
+
+def test_without_reseeding_a_skipped_class_keeps_the_noise_sequence(runner, tmp_path: Path) -> None:
+    # -n 3 at batch 2: the last batch is shorter; a rerun that skips cat must still leave dog as a fresh run
+    args = ["-n", "3", "--batch-size", "2", "--steps", "1", "--models", "tiny", "--no-reseed-per-class"]
+    assert run(runner, "sample", "cat", *args, "-o", str(tmp_path / "a")).exit_code == 0
+    assert run(runner, "sample", "cat", "dog", *args, "-o", str(tmp_path / "a")).exit_code == 0
+    assert run(runner, "sample", "cat", "dog", *args, "-o", str(tmp_path / "b")).exit_code == 0
+    assert files_of(tmp_path / "a" / "dog") == files_of(tmp_path / "b" / "dog")

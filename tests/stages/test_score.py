@@ -160,3 +160,10 @@ def test_score_a_dataset_by_name(runner, tmp_path: Path) -> None:
     d = json.loads(result.stdout)
     assert len(d["classes"]) == 21 and d["protocol"]["dataset"] == "voc" and d["images"] == 2
     assert d["intersection"][:3] == [1 + 2, 2 + 2, 1 + 1]
+
+
+def test_merging_something_else_is_one_line(runner, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"intersection": [1], "pred": [1], "label": [1]}))
+    line = one_line_error(run(runner, "--merge", str(bad)))
+    assert "bad.json" in line and "score --json" in line

@@ -164,3 +164,22 @@ def test_bad_input(runner, colour_preset, bank: Path, image: Path, tmp_path: Pat
     result = runner.invoke(main, ["segment", str(image), "--bank", str(bank), "--models", "tiny", "--no-prefilter",
                                   "-o", str(tmp_path / "x")])
     assert "other feature settings" in one_line_error(result)
+
+
+def test_window_sizes_and_stride_are_options(runner, colour_preset, bank: Path, image: Path, tmp_path: Path) -> None:
+    result = segment(runner, str(image), "--bank", str(bank), "--no-prefilter", "--crops", "32", "--stride", "32",
+                     "-o", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "s" / "rg.png") as im:
+        assert json.loads(im.info["ovdiff"])["settings"]["crops"] == [[32, 32]]
+    labels = read_label_map(tmp_path / "s" / "rg.png")
+    assert (labels[:, :40] == 1).all() and (labels[:, 56:] == 2).all()
+    assert segment(runner, str(image), "--bank", str(bank), "--crops", "a,b").exit_code == 2
+
+
+def test_a_rerun_asking_for_side_files_makes_them(runner, colour_preset, bank: Path, image: Path,
+                                                  tmp_path: Path) -> None:
+    args = [str(image), "--bank", str(bank), "--no-prefilter", "-o", str(tmp_path / "s")]
+    assert segment(runner, *args).exit_code == 0
+    assert segment(runner, *args, "--explain", "--overlay").exit_code == 0
+    assert (tmp_path / "s" / "rg.explain.safetensors").is_file() and (tmp_path / "s" / "rg.overlay.png").is_file()
