@@ -9,7 +9,7 @@ import click
 from ovdiff_cli import options
 
 
-@click.command("run", epilog='Example: ovdiff run --vocab "cat,donut with chocolate glaze" photo.jpg -o work')
+@click.command("run", short_help="Every stage for a vocabulary and a set of images.", epilog='Example: ovdiff run --vocab "cat,donut with chocolate glaze" photo.jpg -o work')
 @click.argument("images", nargs=-1, required=True)
 @options.vocab
 @options.output("Work folder: support sets, prototypes, banks and label maps, reused by later runs.",
