@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ovdiff_cli.cli import main
 from ovdiff_cli.formats.candidates import read_candidates
@@ -66,6 +67,12 @@ def test_sample_to_score(runner, tmp_path: Path) -> None:
         labels = read_label_map(m)
         assert labels.shape == (128, 128) and labels.max() <= 2
         assert (tmp_path / "seg" / f"{Path(m).stem}.overlay.png").is_file()
+    from ovdiff_cli.formats.segmentation import read_explanation
+
+    e = read_explanation(tmp_path / "seg" / f"{Path(maps[0]).stem}.explain.safetensors")
+    assert sorted(e.rows) == ["clip", "dino", "sd"]  # every extractor took part in every decided pixel
+    decided = e.rows["sd"] >= 0
+    assert decided.any() and all(torch.equal(e.rows[x] >= 0, decided) for x in ("dino", "clip"))
     explained = ok(runner, "explain", maps[0], "--bank", str(tmp_path / "banks"), "--json")
     assert explained and all(json.loads(line)["extractor"] in ("sd", "dino", "clip") for line in explained)
     (report,) = ok(runner, "score", str(tmp_path / "seg"), str(gt), "--json")

@@ -22,7 +22,8 @@ def _layers(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
     return layers
 
 
-@click.command("attribute", short_help="Attribution maps of support sets from their attention.", epilog="Example: ovdiff sample cat -o support | ovdiff attribute -")
+@click.command("attribute", short_help="Attribution maps of support sets from their attention.",
+               epilog="Example: ovdiff sample cat -o support | ovdiff attribute -")
 @click.argument("folders", nargs=-1, required=True)
 @click.option("--phrase", help="Attribute these words of the prompt instead of the class phrase. With --renoise: "
                                 "the phrase put into the template [default: the images' class, else the "

@@ -9,7 +9,8 @@ import click
 from ovdiff_cli import options
 
 
-@click.command("classify", short_help="CLIP pre-filter: the classes each image may contain.", epilog="Example: ovdiff classify photos/*.jpg --vocab voc -o candidates.jsonl")
+@click.command("classify", short_help="CLIP pre-filter: the classes each image may contain.",
+               epilog="Example: ovdiff classify photos/*.jpg --vocab voc -o candidates.jsonl")
 @click.argument("images", nargs=-1, required=True)
 @options.vocab
 @click.option("-o", "--output", default="candidates.jsonl", show_default=True,

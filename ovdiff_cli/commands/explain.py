@@ -20,7 +20,8 @@ def _point(_ctx: click.Context, _param: click.Parameter, value: str | None) -> t
     return x, y
 
 
-@click.command("explain", short_help="The support regions behind a segmentation's pixels.", epilog="Example: ovdiff explain segmentation/photo.png --bank banks --class cat")
+@click.command("explain", short_help="The support regions behind a segmentation's pixels.",
+               epilog="Example: ovdiff explain segmentation/photo.png --bank banks --class cat")
 @click.argument("segmentation", type=click.Path(path_type=Path))
 @click.option("--bank", "banks", multiple=True, required=True, metavar="DIR|FILE", help="The banks segment used.")
 @click.option("--support", multiple=True, type=click.Path(file_okay=False, path_type=Path),

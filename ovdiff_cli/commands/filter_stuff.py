@@ -14,7 +14,8 @@ def _names(_ctx: click.Context, _param: click.Parameter, value: str | None) -> t
     return tuple(n.strip() for n in (value or "").split(",") if n.strip())
 
 
-@click.command("filter-stuff", short_help="A vocabulary's banks of prototypes, with the stuff filter.", epilog="Example: ovdiff filter-stuff prototypes/*.safetensors --vocab voc -o banks")
+@click.command("filter-stuff", short_help="A vocabulary's banks of prototypes, with the stuff filter.",
+               epilog="Example: ovdiff filter-stuff prototypes/*.safetensors --vocab voc -o banks")
 @click.argument("files", nargs=-1, required=True)
 @options.vocab
 @options.output("Folder for the banks (bank.<extractor>.safetensors).", default="banks", file_okay=False)

@@ -9,7 +9,8 @@ import click
 from ovdiff_cli import options
 
 
-@click.command("info", short_help="Check files ovdiff wrote and show what made them.", epilog="Example: ovdiff info protos/cat.dino.safetensors support/cat")
+@click.command("info", short_help="Check files ovdiff wrote and show what made them.",
+               epilog="Example: ovdiff info protos/cat.dino.safetensors support/cat")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @options.verbosity
 def info(paths: tuple[str, ...]) -> None:

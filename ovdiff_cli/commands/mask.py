@@ -9,7 +9,8 @@ import click
 from ovdiff_cli import options
 
 
-@click.command("mask", short_help="Foreground and background masks of support images.", epilog="Example: ovdiff sample cat | ovdiff attribute - | ovdiff mask - --overlay")
+@click.command("mask", short_help="Foreground and background masks of support images.",
+               epilog="Example: ovdiff sample cat | ovdiff attribute - | ovdiff mask - --overlay")
 @click.argument("folders", nargs=-1, required=True)
 @click.option("--proposer", default="auto", show_default=True, metavar="auto|cutler|threshold|NAME",
               help="Where instance proposals come from: CutLER (needs detectron2), `threshold` (multi-Otsu "

@@ -18,7 +18,8 @@ def _rows(statuses: list) -> None:
         click.echo(f"{s.preset}\t{s.key}\t{','.join(s.slots)}\t{state}\t{s.where}")
 
 
-@click.group("models", short_help="List, check and download the model presets.", epilog="Example: ovdiff models check tiny")
+@click.group("models", short_help="List, check and download the model presets.",
+             epilog="Example: ovdiff models check tiny")
 @options.verbosity
 def models() -> None:
     """List the model presets, check what is in the local cache, download what is missing."""

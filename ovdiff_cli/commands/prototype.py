@@ -9,7 +9,8 @@ import click
 from ovdiff_cli import options
 
 
-@click.command("prototype", short_help="Class, instance and part prototypes per class and extractor.", epilog="Example: ovdiff mask support/* | ovdiff prototype - -x sd -x dino -x clip")
+@click.command("prototype", short_help="Class, instance and part prototypes per class and extractor.",
+               epilog="Example: ovdiff mask support/* | ovdiff prototype - -x sd -x dino -x clip")
 @click.argument("folders", nargs=-1, required=True)
 @click.option("-x", "--extractor", "extractors", multiple=True, metavar="sd|dino|clip|mae|NAME",
               help="Feature extractor (or one a plugin offers as extractor.NAME); repeat for several "

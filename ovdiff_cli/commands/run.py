@@ -9,7 +9,8 @@ import click
 from ovdiff_cli import options
 
 
-@click.command("run", short_help="Every stage for a vocabulary and a set of images.", epilog='Example: ovdiff run --vocab "cat,donut with chocolate glaze" photo.jpg -o work')
+@click.command("run", short_help="Every stage for a vocabulary and a set of images.",
+               epilog='Example: ovdiff run --vocab "cat,donut with chocolate glaze" photo.jpg -o work')
 @click.argument("images", nargs=-1, required=True)
 @options.vocab
 @options.output("Work folder: support sets, prototypes, banks and label maps, reused by later runs.",
@@ -25,28 +26,29 @@ from ovdiff_cli import options
 @click.option("--no-prefilter", is_flag=True, help="Make every class active (no CLIP pre-filter).")
 @click.option("--pamr", is_flag=True, help="Refine the scores with PAMR.")
 @click.option("--overlay", is_flag=True, help="Also write a colour overlay per image.")
-@options.model_run(8)
+@options.models
+@options.device
+@options.dtype
+@options.batch_size(8)
+@options.verbosity
 def run(images: tuple[str, ...], vocab: str | None, output: str, num_images: int, steps: int, seed: int,
         extractors: tuple[str, ...], proposer: str, no_prefilter: bool, pamr: bool, overlay: bool, models: str,
-        device: str, dtype: str, batch_size: int, overwrite: bool) -> None:
+        device: str, dtype: str, batch_size: int) -> None:
     """Segment each IMAGE (`-` reads paths from stdin) with the classes of --vocab: sample,
     attribute, mask, prototype, filter-stuff, classify and segment in one go, in the work folder
     OUTPUT. Whatever an earlier run left there with the same settings is reused, so adding a class
-    computes only that class. Prints the label maps.
+    computes only that class. Prints the label maps. Other settings over an earlier run's files are
+    an error: use another OUTPUT, or redo the one stage with its own command and --overwrite.
     """
     import torch
 
     from ovdiff_cli.core.settings import SampleSettings, SegmentSettings
-    from ovdiff_cli.errors import BadInput
     from ovdiff_cli.formats import vocabulary
     from ovdiff_cli.stages.run import RunSettings
     from ovdiff_cli.stages.run import run as run_all
 
     if not vocab:
         raise click.UsageError("give --vocab")
-    if overwrite:
-        raise BadInput("run reuses what earlier runs made and does not --overwrite",
-                       "run the one stage to redo with --overwrite, or use another -o")
     dev = options.resolve_device(device)
     net_dtype = options.resolve_dtype(dtype, dev)
     settings = RunSettings(sample=SampleSettings(num_images=num_images, steps=steps, seed=seed,

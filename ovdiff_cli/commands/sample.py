@@ -10,7 +10,8 @@ from ovdiff_cli import options
 from ovdiff_cli.core.settings import NEGATIVE_PROMPT, TEMPLATE, SampleSettings
 
 
-@click.command("sample", short_help="Support sets from Stable Diffusion, recording cross-attention.", epilog='Example: ovdiff sample "donut with chocolate glaze" cat -n 8 -o support')
+@click.command("sample", short_help="Support sets from Stable Diffusion, recording cross-attention.",
+               epilog='Example: ovdiff sample "donut with chocolate glaze" cat -n 8 -o support')
 @click.argument("words", nargs=-1)
 @options.vocab
 @options.output("Folder for the support sets (one subfolder per class).", default="support", file_okay=False)

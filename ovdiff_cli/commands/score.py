@@ -10,7 +10,8 @@ import click
 from ovdiff_cli import options
 
 
-@click.command("score", short_help="Per-class IoU and mIoU of label maps against ground truths.", epilog="Example: ovdiff score segmentation VOCdevkit/VOC2012 --dataset voc")
+@click.command("score", short_help="Per-class IoU and mIoU of label maps against ground truths.",
+               epilog="Example: ovdiff score segmentation VOCdevkit/VOC2012 --dataset voc")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @options.vocab
 @click.option("--dataset", type=click.Choice(["voc", "context", "context59", "coco-object"]),

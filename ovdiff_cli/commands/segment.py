@@ -9,7 +9,8 @@ import click
 from ovdiff_cli import options
 
 
-@click.command("segment", short_help="Label maps of images by nearest prototype.", epilog="Example: ovdiff segment photos/*.jpg --bank banks --overlay -o segmentation")
+@click.command("segment", short_help="Label maps of images by nearest prototype.",
+               epilog="Example: ovdiff segment photos/*.jpg --bank banks --overlay -o segmentation")
 @click.argument("images", nargs=-1, required=True)
 @click.option("--bank", "banks", multiple=True, required=True, metavar="DIR|FILE",
               help="Banks from `ovdiff filter-stuff`: a folder of bank.<extractor>.safetensors or files; "

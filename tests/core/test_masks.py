@@ -200,3 +200,12 @@ def test_overlay_tints_inside_and_outlines_in_full_colour() -> None:
     assert out[2, 2].tolist() == [110, 10, 30]      # half of (220, 20, 60) over black
     assert out[1, 1].tolist() == [220, 20, 60]      # the outline
     assert out[0, 0].tolist() == [0, 0, 0]
+
+
+def test_the_background_keeps_only_pixels_below_bg_attn_max() -> None:
+    a = torch.tensor([0.9, 0.9, 0.9, 0.1, 0.0, 0.0]).expand(4, 6)
+    m1 = cols(4, 6, 0, 1, 2)
+    # default 0.2: bg = cols 3-5, eroded (col 3 touches col 2) → cols 4-5
+    assert torch.equal(select(m1[None], a).bg, cols(4, 6, 4, 5))
+    # 0.05: bg = cols 4-5 before erosion; col 4 touches col 3 → col 5 only
+    assert torch.equal(select(m1[None], a, MaskSettings(bg_attn_max=0.05)).bg, cols(4, 6, 5))

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from ovdiff_cli.models import registry
 from ovdiff_cli.models.extractors import (IMAGENET_MEAN, IMAGENET_STD, SD15_QUERY_CHANNELS, SD_LAYERS, ClipKeys,
-                                          SDFeatures, ViTKeys, as_extractor, round_to_patch, sd_feature_dim)
+                                          SDFeatures, ViTKeys, as_extractor, round_to_patch, sd_feature_dim,
+                                          window_input)
 
 IMAGES = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
 
@@ -135,3 +136,37 @@ def test_clip_token_readout_is_the_blocks_output() -> None:
     torch.testing.assert_close(feats, out[:, 1:].transpose(1, 2).reshape(2, clip.width, 8, 8))
     assert ClipKeys(clip, readout="token").settings()["readout"] == "token"
     assert not torch.allclose(feats, ClipKeys(clip).features(IMAGES))
+
+
+def test_each_extractor_sees_a_test_window_as_the_method_prescribes() -> None:
+    sd = SDFeatures(registry.load("tiny", "extractor.sd"))
+    clip = ClipKeys(registry.load("tiny", "extractor.clip"))
+    mae = as_extractor("mae", registry.load("tiny", "extractor.mae"))
+    dino = as_extractor("dino", registry.load("tiny", "extractor.dino"))
+    wide, small, long = torch.rand(3, 448, 597), torch.rand(3, 336, 336), torch.rand(3, 448, 1000)
+    assert window_input(sd, wide).shape == (3, 128, 128)      # squashed to the model's size (512² for SD-1.5)
+    assert window_input(clip, wide).shape == (3, 448, 448)    # squashed to 448²
+    assert window_input(mae, small).shape == (3, 448, 448)
+    assert window_input(dino, small).shape == (3, 336, 336)   # as it is up to 448
+    assert window_input(dino, wide).shape == (3, 448, 592)    # short side 448 kept, cut to whole patches: 56 × 74
+    assert window_input(dino, long).shape == (3, 352, 800)    # long side capped at 800
+    assert torch.equal(window_input(dino, small), small)
+
+
+def test_sd_features_noise_the_latent_at_t200_with_the_seed_43_draw() -> None:
+    from diffusers import DDPMScheduler
+
+    sd = registry.load("tiny", "extractor.sd")
+    seen = {}
+    handle = sd.unet.register_forward_pre_hook(lambda _m, args, kwargs: seen.update(z=args[0], t=args[1]),
+                                               with_kwargs=True)
+    try:
+        SDFeatures(sd).features(IMAGES)
+    finally:
+        handle.remove()
+    dist = sd.vae.encode(IMAGES * 2 - 1).latent_dist
+    eps = torch.randn(dist.mean.shape[1:], generator=torch.Generator().manual_seed(43))
+    z0 = (dist.mean + dist.std * eps) * sd.vae_scale
+    a = DDPMScheduler.from_config(sd.scheduler_config).alphas_cumprod[200]
+    torch.testing.assert_close(seen["z"], a.sqrt() * z0 + (1 - a).sqrt() * eps, atol=1e-5, rtol=1e-4)
+    assert seen["t"].tolist() == [200, 200]

@@ -143,3 +143,27 @@ def test_the_sampler_is_dpm_solver_pp_with_diffusers_0_14_spacing(sd: StableDiff
     assert (cfg.algorithm_type, cfg.solver_order, cfg.prediction_type) == ("dpmsolver++", 2, "epsilon")
     assert (cfg.beta_start, cfg.beta_end, cfg.beta_schedule, cfg.num_train_timesteps) == (
         0.00085, 0.012, "scaled_linear", 1000)
+
+
+def test_attend_noises_the_vae_sample_at_each_timestep_in_turn(sd: StableDiffusion) -> None:
+    from diffusers import DDPMScheduler
+
+    gen = DiffusersGenerator(sd)
+    images = torch.rand(1, 3, gen.image_size, gen.image_size, generator=torch.Generator().manual_seed(4))
+    calls = []
+    handle = sd.unet.register_forward_pre_hook(
+        lambda _m, args, kwargs: calls.append((args[0].clone(), args[1].clone())), with_kwargs=True)
+    try:
+        gen.attend(images, "A good picture of a cat", [100, 500], [6], seed=7)
+    finally:
+        handle.remove()
+    # the second method: the same draws from a generator seeded 7 — the VAE sample first, then one ε per timestep
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        dist = sd.vae.encode(images * 2 - 1).latent_dist
+    z0 = (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g)) * sd.vae_scale
+    abar = DDPMScheduler.from_config(sd.scheduler_config).alphas_cumprod
+    assert [int(t[0]) for _, t in calls] == [100, 500]
+    for (zt, _), t in zip(calls, (100, 500)):
+        eps = torch.randn(z0.shape, generator=g)
+        torch.testing.assert_close(zt, abar[t].sqrt() * z0 + (1 - abar[t]).sqrt() * eps, atol=1e-5, rtol=1e-4)

@@ -156,3 +156,24 @@ def test_prototypes_on_a_gpu_in_half_precision(runner, masked: Path, tmp_path: P
     for name in ("sd", "dino", "clip"):
         p = read_prototypes(tmp_path / f"cat.{name}.safetensors")
         assert torch.isfinite(p.fg.class_proto).all()
+
+
+def test_feature_options_are_stored_and_segment_follows_them(runner, masked: Path, tmp_path: Path) -> None:
+    out = tmp_path / "protos"
+    args = ["prototype", str(masked), "-x", "sd", "-x", "clip", "--models", "tiny", "-o", str(out),
+            "--sd-layers", "paper-v1", "--sd-timestep", "300", "--clip-norm", "clip", "--clip-token"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    sd, clip = read_prototypes(out / "cat.sd.safetensors"), read_prototypes(out / "cat.clip.safetensors")
+    assert sd.meta["features"]["layers"] == "paper-v1" and sd.meta["features"]["timestep"] == 300
+    assert sd.dim == 16 + 3 * 32 + 3 * 32 + 16  # the tiny SD's query widths without the mid block
+    assert (clip.meta["features"]["norm"], clip.meta["features"]["readout"]) == ("clip", "token")
+    banks = tmp_path / "banks"
+    r = runner.invoke(main, ["filter-stuff", str(out / "cat.sd.safetensors"), str(out / "cat.clip.safetensors"),
+                             "--vocab", "cat,", "-o", str(banks), "--stuff-compare", "all"])
+    assert r.exit_code == 0, r.output
+    # segment rebuilds the extractors as the banks say; any other setting would be refused
+    image = masked / "images" / "00000.png"
+    r = runner.invoke(main, ["segment", str(image), "--bank", str(banks), "--models", "tiny", "--no-prefilter",
+                             "-o", str(tmp_path / "seg")])
+    assert r.exit_code == 0, r.output

@@ -37,11 +37,27 @@ class ColourFeatures:
         return torch.nn.functional.avg_pool2d(images[:, :2].float(), 8)
 
 
+class FlatFeatures:
+    """D = 2, the same (1, 0) in every cell: a second extractor that always says "red"."""
+
+    name = "flat"
+    dim = 2
+
+    def settings(self) -> dict:
+        return {"extractor": "flat"}
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        f = torch.zeros(images.shape[0], 2, images.shape[-2] // 8, images.shape[-1] // 8)
+        f[:, 0] = 1
+        return f
+
+
 @pytest.fixture
 def colour_preset():
     comp = registry.Component("colour", "block colours for tests", lambda f, d, t: ColourFeatures(), tiny=True)
-    registry.register_preset(registry.Preset("colour", "tests", {"extractor.dino": comp}, tiny=True),
-                             replace_existing=True)
+    flat = registry.Component("flat", "always red, for tests", lambda f, d, t: FlatFeatures(), tiny=True)
+    registry.register_preset(registry.Preset("colour", "tests", {"extractor.dino": comp, "extractor.flat": flat},
+                                             tiny=True), replace_existing=True)
     yield
     registry.unregister_preset("colour")
     registry.clear_cache()
@@ -49,19 +65,24 @@ def colour_preset():
 
 def side(rows: list[list[float]], owners: list[int]) -> BankSide:
     n = len(rows)
-    return BankSide(torch.tensor(rows, dtype=torch.float32).view(n, 2), torch.tensor(owners, dtype=torch.long),
+    return BankSide(torch.tensor(rows, dtype=torch.float32).reshape(n, 2), torch.tensor(owners, dtype=torch.long),
                     torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long))
+
+
+def write_rg_bank(folder: Path, extractor: str = "dino", bg_mode: str = "all") -> Path:
+    """red: fg (1, 0); green: fg (0, 1); one background prototype of red's, the diagonal (none for bg_mode zero)."""
+    vocab = build("rg", [("red", None, None), ("green", None, None)])
+    features = ColourFeatures().settings() if extractor == "dino" else FlatFeatures().settings()
+    meta = {"extractor": extractor, "models": {"preset": "colour"}, "inputs": {}, "sources": {},
+            "features": features, "settings": {"bg_mode": bg_mode}}
+    bg = side([[S, S]], [1]) if bg_mode != "zero" else side([], [])
+    write_bank(folder / f"bank.{extractor}.safetensors", Bank(side([[1, 0], [0, 1]], [1, 2]), bg, vocab, meta))
+    return folder
 
 
 @pytest.fixture
 def bank(tmp_path: Path) -> Path:
-    # red: fg (1, 0); green: fg (0, 1); one background prototype of red's, the diagonal
-    vocab = build("rg", [("red", None, None), ("green", None, None)])
-    meta = {"extractor": "dino", "models": {"preset": "colour"}, "inputs": {}, "sources": {},
-            "features": ColourFeatures().settings(), "settings": {"bg_mode": "all"}}
-    write_bank(tmp_path / "banks" / "bank.dino.safetensors",
-               Bank(side([[1, 0], [0, 1]], [1, 2]), side([[S, S]], [1]), vocab, meta))
-    return tmp_path / "banks"
+    return write_rg_bank(tmp_path / "banks")
 
 
 @pytest.fixture
@@ -183,3 +204,58 @@ def test_a_rerun_asking_for_side_files_makes_them(runner, colour_preset, bank: P
     assert segment(runner, *args).exit_code == 0
     assert segment(runner, *args, "--explain", "--overlay").exit_code == 0
     assert (tmp_path / "s" / "rg.explain.safetensors").is_file() and (tmp_path / "s" / "rg.overlay.png").is_file()
+
+
+def test_the_ensemble_averages_the_extractors(runner, colour_preset, bank: Path, image: Path, tmp_path: Path) -> None:
+    flat = write_rg_bank(tmp_path / "flat", "flat")
+    result = segment(runner, str(image), "--bank", str(bank), "--bank", str(flat), "--no-prefilter",
+                     "-o", str(tmp_path / "s"), "--explain")
+    assert result.exit_code == 0, result.output
+    labels = read_label_map(tmp_path / "s" / "rg.png")
+    # right half: colour says green (1) and red (0), flat says red (1) and green (0): both 0.5, below the
+    # background's 1/√2 from both → background. Left half: red 1 from both.
+    assert (labels[:, :40] == 1).all() and (labels[:, 56:] == 0).all()
+    e = read_explanation(tmp_path / "s" / "rg.explain.safetensors")
+    assert sorted(e.rows) == ["dino", "flat"] and e.rows["flat"][0, 0] == 0
+
+
+def test_a_bank_without_background_prototypes_thresholds_the_classes(runner, colour_preset, image: Path,
+                                                                     tmp_path: Path) -> None:
+    zero = write_rg_bank(tmp_path / "zero", bg_mode="zero")
+    result = segment(runner, str(image), "--bank", str(zero), "--no-prefilter", "--bg-threshold", "0.9",
+                     "-o", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    labels = read_label_map(tmp_path / "s" / "rg.png")
+    # red's weight (x + 0.5)/8 − 0.5 … must exceed 0.9: x ≤ 44; green's: x ≥ 51; between, background (0)
+    expected = np.zeros(96, np.uint8)
+    expected[:45] = 1
+    expected[51:] = 2
+    assert (labels == expected[None]).all()
+
+
+def test_pamr_refines_the_saved_scores(runner, colour_preset, bank: Path, image: Path, tmp_path: Path) -> None:
+    from ovdiff_cli.core.segment import pamr
+
+    args = [str(image), "--bank", str(bank), "--no-prefilter", "--save-scores"]
+    assert segment(runner, *args, "-o", str(tmp_path / "plain")).exit_code == 0
+    assert segment(runner, *args, "--pamr", "-o", str(tmp_path / "pamr")).exit_code == 0
+    plain, _ = read_scores(tmp_path / "plain" / "rg.scores.safetensors")
+    refined, _ = read_scores(tmp_path / "pamr" / "rg.scores.safetensors")
+    rgb = torch.from_numpy(np.array(Image.open(image).convert("RGB"))).permute(2, 0, 1).float()
+    # no resize at short side 64, so the saved plain scores are S̄ and the refined ones PAMR(S̄)
+    torch.testing.assert_close(refined, pamr(plain, rgb), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(refined, plain)
+
+
+def test_keep_inactive_bg(runner, colour_preset, bank: Path, image: Path, tmp_path: Path) -> None:
+    cands = tmp_path / "c.jsonl"
+    write_candidates(cands, [Candidates(str(image), {"red": 0.4, "green": 0.6}, ["green"], ["green"], 0.3,
+                                        ["green"], "rg")])
+    args = [str(image), "--bank", str(bank), "--candidates", str(cands), "--save-scores"]
+    assert segment(runner, *args, "-o", str(tmp_path / "a")).exit_code == 0
+    assert segment(runner, *args, "--keep-inactive-bg", "-o", str(tmp_path / "b")).exit_code == 0
+    a, _ = read_scores(tmp_path / "a" / "rg.scores.safetensors")
+    b, _ = read_scores(tmp_path / "b" / "rg.scores.safetensors")
+    # red is inactive: its background prototype leaves the background class (−1) unless kept (1/√2)
+    assert a[0, 0, 0] == pytest.approx(-1.0) and b[0, 0, 0] == pytest.approx(S, abs=1e-5)
+    assert a[1, 0, 0] == pytest.approx(-1.0)
