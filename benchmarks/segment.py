@@ -56,7 +56,10 @@ def main() -> None:
     extractors, banks = {}, {}
     for name in names:
         dtype = torch.float16 if (name == "sd" and device.type == "cuda") else torch.float32
-        net = registry.load("tiny", f"extractor.{name}", device, dtype) if args.quick else paper_architecture(name, device, dtype)
+        if args.quick:
+            net = registry.load("tiny", f"extractor.{name}", device, dtype)
+        else:
+            net = paper_architecture(name, device, dtype)
         extractors[name] = as_extractor(name, net)
         banks[name] = ("random", random_bank(name, extractors[name].dim, vocab))
     rgb = np.random.default_rng(0).integers(0, 256, (375, 500, 3), dtype=np.uint8)

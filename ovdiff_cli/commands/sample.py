@@ -29,8 +29,9 @@ from ovdiff_cli.core.settings import NEGATIVE_PROMPT, TEMPLATE, SampleSettings
 @options.seed(42)
 @click.option("--no-reseed-per-class", is_flag=True, help="Seed once for the whole run instead of per class "
                                                           "(results then depend on the class order and shard).")
-@click.option("--no-prompt-overlay", is_flag=True, help="Use class names as prompts as they are, without the method's prompt "
-                                                       "overlay (e.g. keyboard → computer keyboard).")
+@click.option("--no-prompt-overlay", is_flag=True,
+              help="Use class names as prompts as they are, without the method's prompt overlay "
+                   "(e.g. keyboard → computer keyboard).")
 @click.option("--safety-checker/--no-safety-checker", default=False, show_default=True,
               help="Redraw images SD's safety checker flags (the official pipeline never runs it, so "
                    "it is off by default for fidelity).")

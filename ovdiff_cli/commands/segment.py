@@ -47,7 +47,8 @@ def segment(images: tuple[str, ...], banks: tuple[str, ...], candidates: Path | 
             pamr: bool, overlay: bool, save_scores: bool, explain: bool, short_side: int, no_sliding_window: bool,
             crops: str, stride: int,
             score_floor: float, no_background: bool, bg_threshold: float, keep_inactive_bg: bool,
-            dataset: str | None, images_per_batch: int, models: str, device: str, dtype: str, batch_size: int, overwrite: bool,
+            dataset: str | None, images_per_batch: int, models: str, device: str, dtype: str, batch_size: int,
+            overwrite: bool,
             shard: options.Shard) -> None:
     """Label every pixel of each IMAGE (`-` reads paths from stdin) with the class of its most
     similar prototype: windows of 448 and 336 at stride 224 plus the whole image, cosine

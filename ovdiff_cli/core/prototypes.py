@@ -68,7 +68,8 @@ class Side:
     pooled_label: torch.Tensor
 
 
-def kmeans(x: torch.Tensor, k: int, settings: PrototypeSettings = PrototypeSettings()) -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans(x: torch.Tensor, k: int,
+           settings: PrototypeSettings = PrototypeSettings()) -> tuple[torch.Tensor, torch.Tensor]:
     """k-means of x [P, D] with scikit-learn (k-means++, one run, Lloyd, tol relative to the mean
     variance, fixed random state) → centroids float32 [K', D], labels [P].
 

@@ -30,7 +30,8 @@ def windows(h: int, w: int, crops: Sequence[tuple[int, int]] = ((448, 224), (336
     """Every (crop, stride)'s row × column windows, then the whole image as one more window."""
     out: list[Window] = []
     for crop, stride in crops:
-        out += [(y0, y1, x0, x1) for y0, y1 in axis_windows(h, crop, stride) for x0, x1 in axis_windows(w, crop, stride)]
+        rows, columns = axis_windows(h, crop, stride), axis_windows(w, crop, stride)
+        out += [(y0, y1, x0, x1) for y0, y1 in rows for x0, x1 in columns]
     if whole_image:
         out.append((0, h, 0, w))
     return out

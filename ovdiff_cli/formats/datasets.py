@@ -45,7 +45,8 @@ def _find(root: Path, *candidates: str) -> Path:
     raise BadFile(root, f"has none of {', '.join(candidates)}", fix="give the dataset's root folder")
 
 
-def _split(list_file: Path, images: Path, labels: Path, image_suffix: str, label_suffix: str) -> list[tuple[str, Path, Path]]:
+def _split(list_file: Path, images: Path, labels: Path, image_suffix: str,
+           label_suffix: str) -> list[tuple[str, Path, Path]]:
     ids = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
     if not ids:
         raise BadFile(list_file, "lists no images", fix="check the dataset download")
@@ -55,7 +56,8 @@ def _split(list_file: Path, images: Path, labels: Path, image_suffix: str, label
 def _voc(root: Path) -> Dataset:
     base = _find(root, "ImageSets/Segmentation", "VOC2012/ImageSets/Segmentation",
                  "VOCdevkit/VOC2012/ImageSets/Segmentation").parent.parent
-    items = _split(base / "ImageSets/Segmentation/val.txt", base / "JPEGImages", base / "SegmentationClass", ".jpg", ".png")
+    items = _split(base / "ImageSets/Segmentation/val.txt", base / "JPEGImages", base / "SegmentationClass",
+                   ".jpg", ".png")
     return Dataset("voc", "voc", True, base, items)
 
 

@@ -68,7 +68,8 @@ def resize_for_detector(image: torch.Tensor, min_size: int, max_size: int) -> to
     return x[0]
 
 
-def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], threshold: float = 0.5) -> torch.Tensor:
+def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int],
+                threshold: float = 0.5) -> torch.Tensor:
     """Paste per-box mask probabilities [R, M, M] into an image of ``size`` → bool [R, H, W].
 
     A box (x0, y0, x1, y1) in output pixels spans the M × M map; each output pixel centre
