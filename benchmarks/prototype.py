@@ -27,7 +27,7 @@ from ovdiff_cli.formats.supportset import SupportSet
 from ovdiff_cli.models import registry
 from ovdiff_cli.models.builtin import paper_architecture
 from ovdiff_cli.models.extractors import as_extractor
-from ovdiff_cli.stages.prototype import ClassPrototyper
+from ovdiff_cli.stages.prototype import ClassPrototyper, SetInputs
 
 
 def synthetic_set(folder: Path, n: int, size: int) -> SupportSet:
@@ -72,7 +72,7 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
-            worker.run(s, Path(tmp) / "out")
+            worker.run(s, SetInputs.read(s), Path(tmp) / "out")
             total = time.perf_counter() - start
             peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
             print(f"{name:<9} {ex.dim:>5} {timed.seconds:>11.2f} {total - timed.seconds:>8.2f} {total:>8.2f} "

@@ -113,6 +113,13 @@ class Vocabulary:
         """JSON-able form stored in file metadata."""
         return {"name": self.name, "classes": [[c.name, c.prompt, c.kind] for c in self.classes]}
 
+    def digest(self) -> str:
+        """SHA-256 (hex) of the classes, prompts and kinds: two inline vocabularies share a name, not this."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(self.to_meta(), sort_keys=True).encode()).hexdigest()
+
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> Vocabulary:
         """Inverse of :meth:`to_meta`."""

@@ -8,8 +8,6 @@ cached by prompt, so the class prompts are encoded once and subset prompts once 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,13 +73,11 @@ def classify(images: Sequence[Path], vocab: Vocabulary, preset: str = "paper", d
              existing: Path | None = None, overwrite: bool = False) -> list[Candidates]:
     """One :class:`Candidates` per image, in order. Records already in ``existing`` (same vocabulary
     and settings) are reused unless ``overwrite``."""
-    # The vocabulary's digest: two inline vocabularies share a name but not their classes.
-    digest = hashlib.sha256(json.dumps(vocab.to_meta(), sort_keys=True).encode()).hexdigest()[:16]
-    settings: dict[str, Any] = {"model": None, "max_keep": max_keep, "vocabulary_sha256": digest}
+    p = registry.get_preset(preset)
+    settings: dict[str, Any] = {"model": p.component("scorer").key, "max_keep": max_keep,
+                                "vocabulary_sha256": vocab.digest()[:16]}
     things = [c for c in vocab.classes if not c.is_stuff]
     stuff = [c.name for c in vocab.classes if c.is_stuff]
-    p = registry.get_preset(preset)
-    settings["model"] = p.component("scorer").key
     for path in images:  # fail before any model loads
         if not Path(path).is_file():
             raise BadFile(path, "does not exist" if not Path(path).exists() else "is not a file",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,26 @@ def _read_masks(s: SupportSet, indices: Sequence[int]) -> tuple[torch.Tensor, to
     return torch.stack(fg), torch.stack(bg), modes
 
 
+@dataclass(frozen=True)
+class SetInputs:
+    """What every extractor needs of one support set, read once: image indices, fg and bg masks
+    [N, S, S], the mask modes, the class name and the digest of the images and masks."""
+
+    indices: list[int]
+    fg: torch.Tensor
+    bg: torch.Tensor
+    modes: Counter
+    name: str
+    digest: str
+
+    @classmethod
+    def read(cls, s: SupportSet) -> SetInputs:
+        indices = s.image_indices()
+        fg, bg, modes = _read_masks(s, indices)
+        name = str(s.read_image(indices[0])[1].get("class") or s.path.name)
+        return cls(indices, fg, bg, modes, name, _support_digest(s, indices))
+
+
 def _side(side: Side) -> PrototypeSide:
     return PrototypeSide(side.class_proto, side.instance, side.instance_image, side.part, side.pooled_index,
                          side.pooled_label)
@@ -75,13 +96,11 @@ class ClassPrototyper:
         self.batch_size = batch_size
         self.overwrite = overwrite
 
-    def run(self, s: SupportSet, out: Path) -> Path:
-        indices = s.image_indices()
-        fg, bg, modes = _read_masks(s, indices)
-        name = str(s.read_image(indices[0])[1].get("class") or s.path.name)
+    def run(self, s: SupportSet, inputs: SetInputs, out: Path) -> Path:
+        indices, fg, bg, modes, name = inputs.indices, inputs.fg, inputs.bg, inputs.modes, inputs.name
         path = prototype_path(out, slugify(name), self.extractor.name)
         wanted = {"features": self.extractor.settings(), "settings": self.settings.to_meta(),
-                  "inputs": {"support_sha256": _support_digest(s, indices)}}
+                  "inputs": {"support_sha256": inputs.digest}}
         if path.is_file() and not self.overwrite:
             old = read_prototypes(path).meta
             differ = [k for k, v in wanted.items() if old.get(k) != v]
@@ -147,8 +166,7 @@ def prototype(folders: Sequence[Path], extractors: Sequence[str] = ("sd", "dino"
     if unknown:
         raise BadInput(f"preset {p.name!r} has no extractor {unknown[0]!r}", f"choose from {', '.join(offered)}")
     sets = [SupportSet.open(f) for f in folders]
-    for s in sets:  # every folder checked before any model loads
-        _read_masks(s, s.image_indices())
+    inputs = [SetInputs.read(s) for s in sets]  # every folder checked, once, before any model loads
     check_writable(out)
     written = []
     for name in dict.fromkeys(extractors):
@@ -159,5 +177,5 @@ def prototype(folders: Sequence[Path], extractors: Sequence[str] = ("sd", "dino"
         if not isinstance(extractor, FeatureExtractor):
             raise ModelUnavailable(slot, "the registry", "its object is not a FeatureExtractor")
         worker = ClassPrototyper(extractor, p.describe(), settings, batch_size, overwrite)
-        written += [worker.run(s, out) for s in sets]
+        written += [worker.run(s, i, out) for s, i in zip(sets, inputs)]
     return written

@@ -11,8 +11,6 @@ vocabulary samples and pools only that class, and rebuilds the cheap per-vocabul
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +48,7 @@ class RunSettings:
 
 def vocabulary_folder(work: Path, vocab: Vocabulary) -> Path:
     """``<work>/vocabularies/<name>-<digest of its classes>``: one per distinct vocabulary."""
-    digest = hashlib.sha256(json.dumps(vocab.to_meta(), sort_keys=True).encode()).hexdigest()[:8]
-    return work / "vocabularies" / f"{slugify(vocab.name) or 'vocabulary'}-{digest}"
+    return work / "vocabularies" / f"{slugify(vocab.name) or 'vocabulary'}-{vocab.digest()[:8]}"
 
 
 def run(vocab: Vocabulary, images: Sequence[Path], work: Path, preset: str = "paper",
