@@ -29,13 +29,13 @@ _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
 _swept: set[Path] = set()
 
 
-def _sweep_stale(folder: Path) -> None:
+def sweep_stale(folder: Path) -> None:
     """Remove temporary files left in ``folder`` by killed writers on this host.
 
     Once per folder and process: a folder of thousands of outputs is listed once, not per write.
     """
     key = folder.resolve()
-    if key in _swept:
+    if key in _swept or not folder.is_dir():
         return
     _swept.add(key)
     pattern = re.compile(rf"^\..+\.{re.escape(_HOST)}\.(\d+)\.[^.]*{re.escape(TMP_SUFFIX)}$")
@@ -69,7 +69,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise BadFile(target, "is a folder, cannot write a file there", fix="choose another output path")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _sweep_stale(target.parent)
+        sweep_stale(target.parent)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{_HOST}.{os.getpid()}.", suffix=TMP_SUFFIX,
                                         dir=target.parent)
     except OSError as e:

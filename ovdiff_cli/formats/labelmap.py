@@ -20,6 +20,11 @@ from ovdiff_cli.formats.images import open_image, png_metadata, write_png
 
 IGNORE = 255
 
+#: Schemas in the ``ovdiff`` text chunk of the PNGs `ovdiff segment` writes: the label map, and
+#: the overlay picture beside it (so a picture is never taken for a prediction, whatever its name).
+LABELMAP_SCHEMA = "ovdiff.labelmap/1"
+OVERLAY_SCHEMA = "ovdiff.overlay/1"
+
 
 def palette() -> np.ndarray:
     """uint8 [256, 3]: index i's colour spreads i's bits over the high bits of R, G and B."""

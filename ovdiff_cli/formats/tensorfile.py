@@ -25,7 +25,7 @@ import torch
 
 from ovdiff_cli import __version__
 from ovdiff_cli.errors import BadFile
-from ovdiff_cli.formats.atomic import atomic_path
+from ovdiff_cli.formats.atomic import atomic_open
 
 Dim = int | str
 
@@ -115,7 +115,7 @@ def write(path: str | os.PathLike[str], schema: Schema, tensors: Mapping[str, to
 
     A mismatch with the schema here is a bug in the caller, hence ``ValueError``.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     dtypes = {k: _dtype_name(v.dtype) for k, v in tensors.items()}
@@ -132,28 +132,28 @@ def write(path: str | os.PathLike[str], schema: Schema, tensors: Mapping[str, to
         "meta": json.dumps(dict(meta), sort_keys=True, ensure_ascii=False, allow_nan=False),
     }
     cpu = _own_storage({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
-    with atomic_path(path) as tmp:
-        save_file(cpu, str(tmp), metadata=header)
-        _sort_header_in_place(tmp)
+    # Serialised in memory and written by us: safetensors' own file writer leaves a temporary
+    # file of its own (mode 0600, a name we cannot sweep) when the process is killed.
+    data = _sorted_header(save(cpu, metadata=header))
+    with atomic_open(path, "wb") as f:
+        f.write(data)
     return Path(path)
 
 
-def _sort_header_in_place(path: Path) -> None:
-    """Rewrite a safetensors header with sorted keys, in place.
+def _sorted_header(data: bytes) -> bytes:
+    """A safetensors file's bytes with its header's keys sorted.
 
     safetensors writes its header maps in hash order, which varies between processes; sorting
     makes equal inputs give equal bytes. The sorted compact JSON is never longer than the
     original, so it is padded with spaces (which the format allows) to the same length and the
     tensor data is not touched.
     """
-    with open(path, "r+b") as f:
-        n = int.from_bytes(f.read(8), "little")
-        raw = f.read(n)
-        text = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-        if len(text) > n:  # cannot happen with safetensors' compact JSON; keep its order then
-            raise ValueError(f"{path}: sorted safetensors header is longer than the original")
-        f.seek(8)
-        f.write(text + b" " * (n - len(text)))
+    n = int.from_bytes(data[:8], "little")
+    text = json.dumps(json.loads(data[8 : 8 + n]), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode()
+    if len(text) > n:  # cannot happen with safetensors' compact JSON
+        raise ValueError("sorted safetensors header is longer than the original")
+    return data[:8] + text + b" " * (n - len(text)) + data[8 + n :]
 
 
 def _own_storage(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,187 @@
+"""The one rule for reruns: reuse an output, make it (again), or refuse.
+
+Every stage asks :func:`decide` before it makes an output, with what the output would be made
+from now:
+
+- ``inputs``: content digests (SHA-256) of the files it is made from: images, support sets,
+  masks, prototype files, banks. A path never stands for content.
+- ``settings``: everything else that shapes it: the stage's settings, the models, the
+  vocabulary. Each key is compared with the same key of the recorded metadata.
+
+and the answer follows one rule (README, "Reruns, reuse and --overwrite"):
+
+1. No file there: make it.
+2. A file that ovdiff did not write (a user's photo, a foreign PNG or safetensors file), or
+   one of another kind than the output (a label map where an overlay goes): refuse, with or
+   without ``--overwrite``. ovdiff never replaces or deletes what it did not make.
+3. ``--overwrite``: make it again.
+4. Other settings: refuse, naming the keys that differ and a fix that exists on the command
+   that is running (``--overwrite`` or another ``-o``; under ``ovdiff run``, another ``-o`` or
+   the single stage with ``--overwrite``).
+5. Same settings, other inputs (an image edited in place, another image of the same name, a
+   resampled support set): the output is stale; make it again.
+6. Same settings and inputs: reuse it.
+
+Values are compared as JSON, the form in which they are recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from ovdiff_cli import log
+from ovdiff_cli.errors import BadFile
+
+#: The stage command whose ``--overwrite`` a conflict message offers, when `ovdiff run` runs it.
+_RUN_STAGE: contextvars.ContextVar[bool] = contextvars.ContextVar("ovdiff_in_run", default=False)
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]{0,63}$")
+
+
+@contextlib.contextmanager
+def within_run() -> Iterator[None]:
+    """Stages called inside this block belong to `ovdiff run`, which has no ``--overwrite``."""
+    token = _RUN_STAGE.set(True)
+    try:
+        yield
+    finally:
+        _RUN_STAGE.reset(token)
+
+
+def conflict_fix(stage: str) -> str:
+    """The way out of a settings conflict that exists on the running command."""
+    if _RUN_STAGE.get():
+        return f"choose another -o for `ovdiff run`, or redo this stage alone with `ovdiff {stage} --overwrite`"
+    return "pass --overwrite to replace it, or choose another -o"
+
+
+def as_json(value: Any) -> Any:
+    """``value`` as it reads back from JSON metadata (tuples become lists, keys strings)."""
+    return json.loads(json.dumps(value, sort_keys=True, ensure_ascii=False))
+
+
+def ovdiff_schema(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, Any]]:
+    """(schema, metadata) of a file ovdiff wrote; (None, {}) for any other file.
+
+    Safetensors files carry the schema in their header, PNG files in the ``ovdiff`` text chunk
+    (a JSON object with a ``schema`` entry). A file that cannot be read as either is not ovdiff's.
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None, {}
+    if head == _PNG_SIGNATURE:
+        return _png_schema(p)
+    return _safetensors_schema(p)
+
+
+def _png_schema(p: Path) -> tuple[str | None, dict[str, Any]]:
+    from PIL import Image
+
+    try:
+        with Image.open(p) as im:  # text chunks before the image data are read by open()
+            raw = im.info.get("ovdiff")
+            if raw is None:
+                im.load()  # chunks after the image data appear only once it is decoded
+                raw = im.info.get("ovdiff")
+        meta = json.loads(raw) if raw is not None else None
+    except Exception:  # a broken PNG is not one ovdiff finished writing
+        return None, {}
+    if not isinstance(meta, dict) or not str(meta.get("schema", "")).startswith("ovdiff."):
+        return None, {}
+    return str(meta["schema"]), meta
+
+
+def _safetensors_schema(p: Path) -> tuple[str | None, dict[str, Any]]:
+    try:
+        with open(p, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n < 100_000_000:
+                return None, {}
+            header = json.loads(f.read(n))
+        extra = header.get("__metadata__") or {}
+        schema = extra.get("schema", "")
+        meta = json.loads(extra.get("meta", "{}"))
+    except Exception:
+        return None, {}
+    if not isinstance(schema, str) or not schema.startswith("ovdiff.") or not isinstance(meta, dict):
+        return None, {}
+    return schema, meta
+
+
+def _kind(schema: str) -> str:
+    return schema.rpartition("/")[0] or schema
+
+
+def check_replaceable(path: str | os.PathLike[str], schema: str) -> dict[str, Any] | None:
+    """The metadata of the ovdiff file of ``schema``'s kind at ``path``; None when nothing is there.
+
+    Raises :class:`BadFile` for a folder, a file ovdiff did not write, or an ovdiff file of
+    another kind: those are never overwritten (rule 2).
+    """
+    p = Path(path)
+    if not p.exists() and not p.is_symlink():
+        return None
+    if p.is_dir():
+        raise BadFile(p, "is a folder where ovdiff would write a file", fix="choose another -o")
+    found, meta = ovdiff_schema(p)
+    if found is None:
+        raise BadFile(p, "exists and was not written by ovdiff, so ovdiff will not replace it (not even with "
+                         "--overwrite)", fix="choose another -o, or move the file away")
+    if _kind(found) != _kind(schema):
+        raise BadFile(p, f"is an ovdiff {found} file where a {schema} file would go, so ovdiff will not "
+                         "replace it", fix="choose another -o")
+    return meta
+
+
+def compare(path: str | os.PathLike[str], old: Mapping[str, Any], *, stage: str, inputs: Mapping[str, Any],
+            settings: Mapping[str, Any], overwrite: bool = False) -> bool:
+    """Rules 3–6 for a file whose recorded metadata is ``old``: True to reuse it, False to make it.
+
+    ``stage`` names the command (e.g. ``segment``) for the fix of a conflict.
+    """
+    if overwrite:
+        return False
+    differ = [k for k, v in settings.items() if as_json(old.get(k)) != as_json(v)]
+    if differ:
+        raise BadFile(path, f"was made with other {', '.join(differ)}", fix=conflict_fix(stage))
+    if as_json(old.get("inputs")) != as_json(dict(inputs)):
+        log.logger.info("%s: its inputs changed, so it is made again", path)
+        return False
+    return True
+
+
+def decide(path: str | os.PathLike[str], schema: str, *, stage: str, inputs: Mapping[str, Any],
+           settings: Mapping[str, Any], overwrite: bool = False) -> bool:
+    """The whole rule for one output file: True to reuse it, False to make it; raises to refuse."""
+    old = check_replaceable(path, schema)
+    if old is None:
+        return False
+    return compare(path, old, stage=stage, inputs=inputs, settings=settings, overwrite=overwrite)
+
+
+def identity(inputs: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata entries that :func:`decide` compares, to merge into what a stage records."""
+    return {**settings, "inputs": dict(inputs)}
+
+
+def safe_name(value: Any, path: str | os.PathLike[str], field: str, made_by: str | None = None) -> str:
+    """A name read from a file's metadata that may become part of a file name, or a BadFile.
+
+    Names ovdiff gives (extractors, slugs) are short words of letters, digits, ``_``, ``+``
+    and ``-``; anything else (a slash, ``..``, a NUL, 200 characters) came from elsewhere.
+    """
+    if not isinstance(value, str) or not _SAFE_NAME.match(value):
+        shown = value if isinstance(value, str) and len(value) <= 40 else f"{str(value)[:37]}..."
+        raise BadFile(path, f"names the {field} {shown!r}, which is not a name ovdiff gives", made_by)
+    return value
