@@ -29,6 +29,21 @@ class OneLineError(click.ClickException):
         click.echo(f"ovdiff: error: {self.format_message()}", err=True)
 
 
+class OneLineUsageError(click.UsageError):
+    """A usage error (a bad option value, a missing argument) as one line: the problem and where
+    the help is; exits with 2 like click's own."""
+
+    def show(self, file: Any = None) -> None:
+        where = f"; see `{self.ctx.command_path} --help`" if self.ctx is not None else ""
+        text = " ".join(self.format_message().split()).rstrip(".")  # one line, whatever the value quoted
+        click.echo(f"ovdiff: error: {text}{where}", err=True)
+
+
+def _one_line(e: click.UsageError) -> OneLineUsageError:
+    # format_message, not message: a bad parameter's message lacks the option's name, a missing one's is empty.
+    return OneLineUsageError(e.format_message(), e.ctx)
+
+
 class OvdiffGroup(click.Group):
     """A group whose commands come from an explicit list of ``module:attribute`` names."""
 
@@ -46,9 +61,21 @@ class OvdiffGroup(click.Group):
         module_name, attr = target.split(":")
         return getattr(importlib.import_module(module_name), attr)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as e:
+            raise _one_line(e) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as e:
+            raise _one_line(e) from None
         except OvdiffError as e:
             if log.verbosity() > 0:
                 log.logger.debug("traceback of the error below", exc_info=True)

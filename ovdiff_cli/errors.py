@@ -47,7 +47,9 @@ class BadFile(OvdiffError):
         self.made_by = made_by
         if fix is None and made_by:
             fix = f"make it with `{made_by}`"
-        super().__init__(f"{self.path}: {problem}", fix)
+        # The message is folded onto one line; a path whose spaces would be lost is quoted.
+        shown = self.path if self.path == " ".join(self.path.split()) else repr(self.path)
+        super().__init__(f"{shown}: {problem}", fix)
 
 
 class ModelUnavailable(OvdiffError):

@@ -10,7 +10,7 @@ Index (DESIGN.md §4):
                           :data:`vocab`
 ``--device``              ``auto|cpu|cuda[:N]``: :data:`device`, resolved by :func:`resolve_device`
 ``--dtype``               ``auto|float32|float16|bfloat16``: :data:`dtype`, :func:`resolve_dtype`
-``--seed INT``            random seed: :func:`seed`
+``--seed INT``            random seed in [0, 2**32 − 1] (numpy's range): :func:`seed`
 ``--batch-size INT``      images per forward pass: :func:`batch_size`
 ``--overwrite``           recompute outputs that exist: :data:`overwrite`
 ``--shard K/N``           the K-th of N equal parts of the work: :data:`shard`, :class:`Shard`
@@ -19,16 +19,18 @@ Index (DESIGN.md §4):
 ========================  ==================================================================
 
 :func:`model_run` applies the usual set of a model-running command at once, and
-:func:`expand_stdin` turns a ``-`` argument into the lines of stdin.
+:func:`expand_stdin` turns a ``-`` argument into the lines of stdin. Every float option of every
+command is a :func:`finite` (NaN and ±inf are usage errors at parse time, exit 2).
 
 Nothing here imports torch at import time; the resolvers import it when called.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -62,7 +64,8 @@ def verbosity(f: F) -> F:
     return f
 
 
-def output(help_text: str = "Where outputs go.", default: str | None = None, file_okay: bool = True) -> Callable[[F], F]:
+def output(help_text: str = "Where outputs go.", default: str | None = None,
+           file_okay: bool = True) -> Callable[[F], F]:
     """``-o/--output PATH`` with a per-command help text and default."""
     return click.option("-o", "--output", "output", type=click.Path(file_okay=file_okay, dir_okay=True),
                         default=default, show_default=default is not None, help=help_text)
@@ -88,9 +91,41 @@ overwrite = click.option("--overwrite", is_flag=True, help="Recompute outputs th
 json_output = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 
 
+#: numpy's seeds are unsigned 32-bit integers; torch takes them too.
+SEED_MAX = 2**32 - 1
+#: Most images per support set: their files are named 00000.png … 99999.png.
+MAX_IMAGES = 100_000
+#: Most sampling steps: the diffusion model knows 1000 noise levels.
+MAX_STEPS = 1000
+#: Largest short side segment resizes an image to (a 8192² float32 score map per class is 256 MiB).
+MAX_SHORT_SIDE = 8192
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option that is a real number (neither NaN nor ±inf), optionally within bounds.
+
+    click's FloatRange lets NaN through (every comparison with NaN is false) and ``inf`` through
+    when unbounded; a NaN threshold would fail only after all the work, or silently change results.
+    """
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+def finite(min: float | None = None, max: float | None = None) -> FiniteFloat:  # noqa: A002 (click's names)
+    """The click type of a float option: finite, and within [min, max] where given."""
+    return FiniteFloat(min=min, max=max)
+
+
 def seed(default: int) -> Callable[[F], F]:
-    """``--seed INT`` with the stage's default."""
-    return click.option("--seed", "seed", type=int, default=default, show_default=True, help="Random seed.")
+    """``--seed INT`` with the stage's default, in numpy's seed range [0, 2**32 − 1]."""
+    return click.option("--seed", "seed", type=click.IntRange(0, SEED_MAX), default=default, show_default=True,
+                        help="Random seed (0 … 4294967295).")
 
 
 def batch_size(default: int) -> Callable[[F], F]:
@@ -188,11 +223,28 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
         raise BadInput(f"--dtype {spec!r} is not auto, float32, float16 or bfloat16") from None
 
 
-def expand_stdin(args: Sequence[str]) -> list[str]:
-    """Command arguments with each ``-`` replaced by the lines of stdin (blank lines skipped)."""
+def expand_stdin(args: Sequence[str], stdin: Iterable[str] | None = None) -> list[str]:
+    """Command arguments with each ``-`` replaced by the lines of stdin.
+
+    Paths are taken verbatim: an argument is never changed, and a stdin line loses only its line
+    end (``\\n`` or ``\\r\\n``), so a file whose name starts or ends with a space is found. Blank
+    stdin lines (empty or spaces only) are skipped; an empty argument is an error, as ``Path("")``
+    would silently mean the current folder.
+    """
     import sys
 
-    return [line.strip() for a in args for line in (sys.stdin if a == "-" else [a]) if line.strip()]
+    out: list[str] = []
+    for a in args:
+        if a == "":
+            raise BadInput("a path argument is empty ('')", "give a file or folder name, or - to read them from stdin")
+        if a != "-":
+            out.append(a)
+            continue
+        for line in sys.stdin if stdin is None else stdin:
+            path = line.removesuffix("\n").removesuffix("\r")
+            if path.strip():
+                out.append(path)
+    return out
 
 
 def model_run(batch_default: int) -> Callable[[F], F]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from ovdiff_cli.cli import main
 from ovdiff_cli.formats.candidates import read_candidates
 from ovdiff_cli.formats.labelmap import read_label_map, write_label_map
 from ovdiff_cli.formats.prototypes import read_bank, read_prototypes
+from ovdiff_cli.formats.provenance import ovdiff_schema
 from ovdiff_cli.formats.supportset import SupportSet
 from ovdiff_cli.stages.info import describe
 
@@ -63,10 +65,17 @@ def test_sample_to_score(runner, tmp_path: Path) -> None:
     maps = ok(runner, "segment", *images, "--bank", str(tmp_path / "banks"), "--candidates", cands, *tiny,
               "-o", str(tmp_path / "seg"), "--overlay", "--explain")
     assert maps == [str(tmp_path / "seg" / f"{Path(i).stem}.png") for i in images]
-    for m in maps:
+    for m, image in zip(maps, images):
         labels = read_label_map(m)
         assert labels.shape == (128, 128) and labels.max() <= 2
-        assert (tmp_path / "seg" / f"{Path(m).stem}.overlay.png").is_file()
+        overlay = tmp_path / "seg" / f"{Path(m).stem}.overlay.png"
+        # each says what it is, and what it was made from, whatever its name
+        digest = hashlib.sha256(Path(image).read_bytes()).hexdigest()
+        for path, schema in ((m, "ovdiff.labelmap/1"), (overlay, "ovdiff.overlay/1")):
+            found, meta = ovdiff_schema(path)
+            assert found == schema and meta["inputs"]["image_sha256"] == digest
+    assert all(r.extra["inputs"]["image_sha256"] == hashlib.sha256(Path(r.image).read_bytes()).hexdigest()
+               for r in records)
     from ovdiff_cli.formats.segmentation import read_explanation
 
     e = read_explanation(tmp_path / "seg" / f"{Path(maps[0]).stem}.explain.safetensors")

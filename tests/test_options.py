@@ -114,3 +114,93 @@ def test_bad_shared_option_values_are_usage_errors(runner, args) -> None:
     result = runner.invoke(_probe_command(), args)
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# numbers are checked at parse time; paths are verbatim
+
+
+def _numbers_command():
+    import click
+
+    from ovdiff_cli import options
+
+    @click.command()
+    @options.seed(42)
+    @click.option("--x", type=options.finite(), default=0.0)
+    @click.option("--unit", type=options.finite(0, 1), default=0.5)
+    def probe(seed, x, unit):
+        click.echo(repr((seed, x, unit)))
+
+    return probe
+
+
+@pytest.mark.parametrize("args, values", [
+    ([], (42, 0.0, 0.5)),
+    (["--seed", "0", "--x", "-1e300", "--unit", "1"], (0, -1e300, 1.0)),
+    (["--seed", str(2**32 - 1), "--x", "2.5", "--unit", "0"], (2**32 - 1, 2.5, 0.0)),
+])
+def test_numbers_in_range_parse(runner, args, values) -> None:
+    result = runner.invoke(_numbers_command(), args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == repr(values)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--seed", "-1"], "--seed"), (["--seed", str(2**32)], "--seed"), (["--seed", str(2**70)], "--seed"),
+    (["--x", "nan"], "not a finite number"), (["--x", "inf"], "not a finite number"),
+    (["--x", "-inf"], "not a finite number"), (["--x", "1e400"], "not a finite number"),
+    (["--unit", "nan"], "not a finite number"), (["--unit", "1.5"], "--unit"), (["--x", "ten"], "--x"),
+])
+def test_bad_numbers_are_usage_errors(runner, args, needle) -> None:
+    result = runner.invoke(_numbers_command(), args)
+    assert result.exit_code == 2 and needle in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command, args", [
+    ("sample", ["cat", "--seed", "-1"]), ("sample", ["cat", "--seed", str(2**70)]),
+    ("sample", ["cat", "--guidance", "nan"]), ("sample", ["cat", "--guidance", "inf"]),
+    ("run", ["x.png", "--vocab", "cat,", "--seed", "-1"]),
+    ("segment", ["x.png", "--bank", "b", "--score-floor", "nan"]),
+    ("segment", ["x.png", "--bank", "b", "--bg-threshold", "nan"]),
+    ("filter-stuff", ["p.safetensors", "--vocab", "cat,", "--threshold", "nan"]),
+    ("mask", ["s", "--fallback-fg", "nan"]), ("mask", ["s", "--fallback-bg", "nan"]),
+    ("mask", ["s", "--score-threshold", "nan"]), ("mask", ["s", "--bg-attn-max", "inf"]),
+])
+def test_commands_refuse_bad_numbers_in_one_line_before_any_work(runner, tmp_path, monkeypatch, command,
+                                                                 args) -> None:
+    from ovdiff_cli.cli import main
+
+    monkeypatch.chdir(tmp_path)  # outputs with default names would land here
+    tiny = [] if command == "filter-stuff" else ["--models", "tiny"]  # filter-stuff runs no model
+    result = runner.invoke(main, [command, *args, *tiny])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ovdiff: error: Invalid value for '--"), result.stderr
+    assert lines[0].endswith(f"{command} --help`")
+    assert result.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_usage_errors_are_one_line(runner) -> None:
+    from ovdiff_cli.cli import main
+
+    for args in (["--bogus"], ["bogus"], ["segment"], ["models", "bogus"], ["classify", "x.png"]):
+        result = runner.invoke(main, args)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2, (args, result.stderr)
+        assert len(lines) == 1 and lines[0].startswith("ovdiff: error: "), (args, result.stderr)
+
+
+def test_expand_stdin_takes_paths_verbatim() -> None:
+    from ovdiff_cli.options import expand_stdin
+
+    lines = [" lead.png\n", "trail.png \r\n", "\n", "   \n", "\tx y.png", "last.png\n"]
+    assert expand_stdin([" a.png", "-", "b.png "], lines) == [
+        " a.png", " lead.png", "trail.png ", "\tx y.png", "last.png", "b.png "]
+
+
+def test_an_empty_path_argument_is_an_error() -> None:
+    from ovdiff_cli.options import expand_stdin
+
+    with pytest.raises(BadInput, match="empty"):
+        expand_stdin(["a.png", ""], [])

@@ -26,21 +26,21 @@ def classify(images: tuple[str, ...], vocab: str | None, output: str, clip_topk:
     of them. Stuff classes are always active.
 
     Writes one JSON object per image (scores, kept, subset, subset_score, active) and prints the
-    file. Images already in OUTPUT with the same vocabulary and settings are kept, not redone.
+    file. Images already in OUTPUT, with the same content, vocabulary and settings, are kept, not
+    redone; OUTPUT must be a file `ovdiff classify` wrote (never replaced otherwise).
     """
     from ovdiff_cli.formats import vocabulary
-    from ovdiff_cli.formats.candidates import write_candidates
     from ovdiff_cli.stages.classify import classify as run
-    from ovdiff_cli.stages.classify import with_earlier
+    from ovdiff_cli.stages.classify import classify_into
 
     if not vocab:
         raise click.UsageError("give --vocab")
     paths = [Path(p) for p in options.expand_stdin(images)]
     dev = options.resolve_device(device)
-    records = run(paths, vocabulary.parse(vocab), models, dev, options.resolve_dtype(dtype, dev),
-                  batch_size, clip_topk, None if output == "-" else Path(output), overwrite)
+    net_dtype = options.resolve_dtype(dtype, dev)
     if output == "-":
-        for r in records:
+        for r in run(paths, vocabulary.parse(vocab), models, dev, net_dtype, batch_size, clip_topk):
             click.echo(r.to_json())
     else:
-        click.echo(str(write_candidates(output, with_earlier(None if overwrite else Path(output), records))))
+        click.echo(str(classify_into(Path(output), paths, vocabulary.parse(vocab), models, dev, net_dtype,
+                                     batch_size, clip_topk, overwrite)))

@@ -43,18 +43,21 @@ def explain(segmentation: Path, banks: tuple[str, ...], support: tuple[Path, ...
     pixel (--at), one class (--class), or every class present.
 
     Writes a picture (one row per prototype: its class, kind and share, then its support images
-    with the region tinted) and prints its path; --json prints the records instead.
+    with the region tinted) and prints its path; --json prints the records instead. An earlier
+    explain picture at that path is replaced; any other file there is left alone (an error).
     """
-    from ovdiff_cli.formats.images import write_rgb_png
+    from ovdiff_cli.stages.explain import check_picture, picture_path, write_picture
     from ovdiff_cli.stages.explain import explain as run
-    from ovdiff_cli.stages.explain import render
 
     if at is not None and class_name is not None:
         raise click.UsageError("give --at or --class, not both")
+    out = output or picture_path(segmentation)
+    if not as_json:
+        check_picture(out)  # before the work: a file ovdiff did not write there is never replaced
     records = run(segmentation, [Path(b) for b in banks], support, prototypes, at, class_name, top)
     if as_json:
         for r in records:
             click.echo(json.dumps(r.to_json()))
         return
-    out = output or segmentation.with_name(f"{segmentation.name.split('.')[0]}.explain.png")
-    click.echo(str(write_rgb_png(out, render(records))))
+    meta = {"segmentation": str(segmentation), "at": list(at) if at else None, "class": class_name, "top": top}
+    click.echo(str(write_picture(out, records, meta)))

@@ -19,7 +19,7 @@ def _names(_ctx: click.Context, _param: click.Parameter, value: str | None) -> t
 @click.argument("files", nargs=-1, required=True)
 @options.vocab
 @options.output("Folder for the banks (bank.<extractor>.safetensors).", default="banks", file_okay=False)
-@click.option("--threshold", type=click.FloatRange(-1, 1), default=0.85, show_default=True,
+@click.option("--threshold", type=options.finite(-1, 1), default=0.85, show_default=True,
               help="A thing's background prototype whose cosine with a stuff class's foreground prototype "
                    "exceeds this is dropped.")
 @click.option("--stuff", callback=_names, metavar="NAME,…", help="Also treat these classes as stuff.")
@@ -44,6 +44,8 @@ def filter_stuff(files: tuple[str, ...], vocab: str | None, output: str, thresho
     Stuff classes keep no background prototypes, and a thing's background prototype too close to
     a stuff class's foreground is dropped; the bank records each drop and why. Files are matched
     to classes by the class in their metadata. Prints each bank (or, with --json, its counts).
+    A rerun reuses a bank made from the same files' contents and settings and remakes it when a
+    file changed; another vocabulary or setting is an error unless --overwrite.
     """
     from ovdiff_cli.core.settings import BankSettings
     from ovdiff_cli.errors import BadInput

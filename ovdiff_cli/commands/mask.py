@@ -16,13 +16,13 @@ from ovdiff_cli import options
               help="Where instance proposals come from: CutLER (needs detectron2), `threshold` (multi-Otsu "
                    "on the attribution maps, the paper's 'w/o CutLER'), a proposer registered as "
                    "proposer.NAME, or auto: CutLER when it can be loaded, else threshold.")
-@click.option("--score-threshold", type=click.FloatRange(0, 1), default=0.35, show_default=True,
+@click.option("--score-threshold", type=options.finite(0, 1), default=0.35, show_default=True,
               help="CutLER detections kept above this score.")
-@click.option("--fallback-fg", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--fallback-fg", type=options.finite(0, 1), default=0.5, show_default=True,
               help="Without usable proposals: foreground where attribution > this.")
-@click.option("--fallback-bg", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+@click.option("--fallback-bg", type=options.finite(0, 1), default=0.2, show_default=True,
               help="Without usable proposals: background where attribution < this.")
-@click.option("--bg-attn-max", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+@click.option("--bg-attn-max", type=options.finite(0, 1), default=0.2, show_default=True,
               help="The background proposal keeps only pixels with attribution below this (then one erosion).")
 @click.option("--overlay", is_flag=True, help="Also write FOLDER/overlays/00000.png…: fg (red) and bg (blue) "
                                               "over each image, for a person to check.")

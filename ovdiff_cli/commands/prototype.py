@@ -38,8 +38,9 @@ def prototype(folders: tuple[str, ...], extractors: tuple[str, ...], output: str
     prototypes: the class mean, one per image, and K k-means parts (`-` reads folders from stdin).
 
     Writes OUTPUT/<class>.<extractor>.safetensors for every class and extractor and prints each
-    file. Needs `ovdiff mask` first. A rerun skips files made the same way from the same images
-    and masks; others are an error unless --overwrite.
+    file. Needs `ovdiff mask` first. A rerun reuses files made the same way from the same images
+    and masks (at any --batch-size) and remakes those whose images or masks changed; other
+    settings or models are an error unless --overwrite.
     """
     import torch
 

@@ -15,9 +15,10 @@ from ovdiff_cli import options
 @options.vocab
 @options.output("Work folder: support sets, prototypes, banks and label maps, reused by later runs.",
                 default="ovdiff-work", file_okay=False)
-@click.option("-n", "--num-images", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("-n", "--num-images", type=click.IntRange(1, options.MAX_IMAGES), default=32, show_default=True,
               help="Support images per class.")
-@click.option("--steps", type=click.IntRange(min=1), default=30, show_default=True, help="Sampling steps.")
+@click.option("--steps", type=click.IntRange(1, options.MAX_STEPS), default=30, show_default=True,
+              help="Sampling steps.")
 @options.seed(42)
 @click.option("-x", "--extractor", "extractors", multiple=True, metavar="NAME",
               help="Feature extractor; repeat for several [default: sd, dino, clip].")

@@ -26,9 +26,10 @@ from ovdiff_cli import options
 @options.verbosity
 def score(paths: tuple[Path, ...], vocab: str | None, dataset: str | None, no_background: bool, strict: bool,
           nan_as_zero: bool, merge: bool, as_json: bool, shard: options.Shard) -> None:
-    """Score PRED against GT: label maps matched by file stem (folders, or files listing paths),
-    intersections and unions summed over the whole set, label 255 ignored; a class absent from both
-    is left out of the mean IoU ("–").
+    """Score PRED against GT: label maps matched by file stem (folders, or files listing paths;
+    overlays and explain pictures ovdiff wrote are not predictions), intersections and unions
+    summed over the whole set, label 255 ignored; a class absent from both is left out of the mean
+    IoU ("–"). --vocab must be the vocabulary the predictions record, in its order.
 
     Prints a table, or with --json every count and metric (mIoU as a fraction under "mIoU").
     """

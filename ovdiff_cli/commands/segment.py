@@ -24,16 +24,16 @@ from ovdiff_cli import options
 @click.option("--save-scores", is_flag=True, help="Also write <stem>.scores.safetensors: per-class score maps.")
 @click.option("--explain", is_flag=True, help="Also write <stem>.explain.safetensors: per pixel and extractor, the "
                                               "prototype that decided it (for `ovdiff explain`).")
-@click.option("--short-side", type=click.IntRange(min=8), default=448, show_default=True,
+@click.option("--short-side", type=click.IntRange(8, options.MAX_SHORT_SIDE), default=448, show_default=True,
               help="Images are resized to this short side first.")
 @click.option("--no-sliding-window", is_flag=True, help="Only the whole image as one window.")
 @click.option("--crops", default="448,336", show_default=True, metavar="C,…",
               help="Window sizes of the sliding windows, each with --stride.")
 @click.option("--stride", type=click.IntRange(min=1), default=224, show_default=True, help="Sliding-window stride.")
-@click.option("--score-floor", type=float, default=0.0, show_default=True,
+@click.option("--score-floor", type=options.finite(), default=0.0, show_default=True,
               help="Scores at or below this become 0 before the argmax (so such pixels go to background).")
 @click.option("--no-background", is_flag=True, help="The no-background protocol: argmax over the classes alone.")
-@click.option("--bg-threshold", type=click.FloatRange(-1, 1), default=0.75, show_default=True,
+@click.option("--bg-threshold", type=options.finite(-1, 1), default=0.75, show_default=True,
               help="With banks made by --bg-mode zero: class scores at or below this become 0.")
 @click.option("--keep-inactive-bg", is_flag=True, help="Background prototypes of classes the pre-filter rejected "
                                                        "stay in the background class.")
@@ -56,7 +56,8 @@ def segment(images: tuple[str, ...], banks: tuple[str, ...], candidates: Path | 
     scores above 0 or the background prototypes win.
 
     Writes OUTPUT/<stem>.png (palette: 0 background, i the i-th class of the vocabulary) and prints
-    each. A rerun skips images whose label map exists.
+    each. A rerun reuses a label map made from the same image content, banks and settings, and
+    remakes one whose image changed; other settings are an error (see --overwrite).
     """
     import torch
 

@@ -6,7 +6,13 @@ One JSON object per line, per image::
      "scores": {"cat": 0.31, "dog": 0.12, ...},   # softmax p_c over the thing candidates
      "kept": ["cat", "dog"],                       # C'' (p_c >= 1/|C_cand|, at most 10)
      "subset": ["cat"], "subset_score": 0.29,      # S* and its text-image cosine
-     "active": ["cat", "sky"]}                     # S* ∪ Stuff(C): the classes segment may use
+     "active": ["cat", "sky"],                     # S* ∪ Stuff(C): the classes segment may use
+     "schema": "ovdiff.candidates/1",              # written by `ovdiff classify`, with its provenance:
+     "settings": {...}, "inputs": {"image_sha256": "..."}}
+
+Readers accept records without ``schema``, ``settings`` and ``inputs`` (a hand-made file is a
+valid input to `ovdiff segment --candidates`), but only a file whose every record carries the
+schema is one that ovdiff made, and so one that `ovdiff classify` may replace.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats.atomic import write_text
 
 MADE_BY = "ovdiff classify"
+
+#: The ``schema`` entry of every record `ovdiff classify` writes.
+CANDIDATES_SCHEMA = "ovdiff.candidates/1"
 
 
 @dataclass(frozen=True)
@@ -98,3 +107,25 @@ def read_candidates(path: str | os.PathLike[str]) -> list[Candidates]:
             raise BadFile(p, f"line {lineno} is not valid JSON ({e.msg}); it may be truncated", MADE_BY) from None
         out.append(_parse(obj, f"line {lineno}", p))
     return out
+
+
+def read_own_candidates(path: str | os.PathLike[str]) -> list[Candidates] | None:
+    """The records of the candidates file ovdiff made at ``path``; None when nothing is there.
+
+    Raises :class:`BadFile` for a folder or for any file that is not, record by record, one that
+    `ovdiff classify` wrote: such a file is never replaced, not even with ``--overwrite``.
+    """
+    p = Path(path)
+    if not p.exists() and not p.is_symlink():
+        return None
+    refuse = BadFile(p, "exists and is not a candidates file written by ovdiff, so ovdiff will not replace it "
+                        "(not even with --overwrite)", fix="choose another -o, or move the file away")
+    if p.is_dir():
+        raise BadFile(p, "is a folder where ovdiff would write a candidates file", fix="choose another -o")
+    try:
+        records = read_candidates(p)
+    except BadFile:
+        raise refuse from None
+    if not records or any(r.extra.get("schema") != CANDIDATES_SCHEMA for r in records):
+        raise refuse
+    return records

@@ -60,12 +60,17 @@ def _owner(fd: int) -> str:
     return f"process {text[1]} on {text[0]}" if len(text) >= 2 else ""
 
 
-def _acquire(path: Path, target: Path, timeout: float | None) -> int:
+def _acquire(path: Path, target: Path, timeout: float | None, made: list[Path]) -> int:
+    """Open and flock the lock file; ``made`` collects the folders created for it."""
     start = time.monotonic()
     said = False
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            # the holder we waited for removed the folder it had made (it was empty): make it again
+            made += [f for f in _make_parents(path.parent) if f not in made]
+            continue
         except OSError as e:
             raise BadFile(path.parent, f"cannot write here ({e.strerror or e})",
                           fix="choose a writable folder with -o") from None
@@ -120,15 +125,17 @@ def locked(target: str | os.PathLike[str]) -> Iterator[None]:
         finally:
             _held[path] -= 1
         return
+    timeout = _timeout()
     made = _make_parents(path.parent)
     try:
-        fd = _acquire(path, Path(target), _timeout())
+        fd = _acquire(path, Path(target), timeout, made)
     except BaseException:
         _remove_empty(made)
         raise
     _held[path] = 1
     try:
         sweep_stale(path.parent)
+        _sweep_locks(path.parent)
         if Path(target).is_dir():
             sweep_stale(Path(target))
         yield
@@ -138,6 +145,35 @@ def locked(target: str | os.PathLike[str]) -> Iterator[None]:
             os.unlink(path)  # while still holding it, so nobody takes a lock on a removed file
         os.close(fd)
         _remove_empty(made)
+
+
+_swept: set[Path] = set()
+
+
+def _sweep_locks(folder: Path) -> None:
+    """Remove lock files in ``folder`` that nobody holds (left by killed processes), once per process.
+
+    Safe against a process that opened such a file and is about to flock it: it finds the path
+    gone or naming another file after its flock, and starts again (see :func:`_acquire`).
+    """
+    if folder in _swept:
+        return
+    _swept.add(folder)
+    for p in folder.glob(".*.lock"):
+        if p in _held:
+            continue
+        try:
+            fd = os.open(p, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(p).st_ino == os.fstat(fd).st_ino:
+                os.unlink(p)
+        except OSError:
+            pass  # held by a live process, or already gone
+        finally:
+            os.close(fd)
 
 
 def _make_parents(folder: Path) -> list[Path]:

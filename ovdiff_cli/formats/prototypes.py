@@ -19,6 +19,7 @@ import torch
 
 from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats import tensorfile
+from ovdiff_cli.formats.provenance import safe_name
 from ovdiff_cli.formats.tensorfile import Schema, TensorSpec
 from ovdiff_cli.formats.vocabulary import Vocabulary
 
@@ -153,7 +154,16 @@ def read_prototypes(path: str | os.PathLike[str]) -> Prototypes:
         problems.append("no foreground class prototype")
     if problems:
         raise BadFile(f.path, "has " + "; ".join(problems), PROTOTYPES.made_by)
+    _check_names(f.path, f.meta, PROTOTYPES.made_by)
+    if not isinstance(f.meta["class"], str) or not f.meta["class"].strip():
+        raise BadFile(f.path, "has no class name in its metadata ('class' is not text)", PROTOTYPES.made_by)
     return Prototypes(sides["fg"], sides["bg"], f.meta)
+
+
+def _check_names(path: Path, meta: dict[str, Any], made_by: str) -> None:
+    """The metadata that becomes part of a file name (the extractor: ``bank.<extractor>.safetensors``)
+    must be a name ovdiff gives: a file that says ``x/../../OUTSIDE`` is refused, not followed."""
+    safe_name(meta["extractor"], path, "extractor", made_by)
 
 
 @dataclass(frozen=True)
@@ -211,6 +221,7 @@ def write_bank(path: str | os.PathLike[str], bank: Bank) -> Path:
 def read_bank(path: str | os.PathLike[str]) -> Bank:
     """Read and check a bank."""
     f = tensorfile.read(path, BANK)
+    _check_names(f.path, f.meta, BANK.made_by)
     meta = dict(f.meta)
     try:
         vocabulary = Vocabulary.from_meta(meta.pop("vocabulary"))

@@ -43,7 +43,7 @@ from ovdiff_cli.errors import BadFile
 _RUN_STAGE: contextvars.ContextVar[bool] = contextvars.ContextVar("ovdiff_in_run", default=False)
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]{0,63}$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]{0,63}")  # fullmatch: "$" would let "sd\n" through
 
 
 @contextlib.contextmanager
@@ -181,7 +181,7 @@ def safe_name(value: Any, path: str | os.PathLike[str], field: str, made_by: str
     Names ovdiff gives (extractors, slugs) are short words of letters, digits, ``_``, ``+``
     and ``-``; anything else (a slash, ``..``, a NUL, 200 characters) came from elsewhere.
     """
-    if not isinstance(value, str) or not _SAFE_NAME.match(value):
+    if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value):
         shown = value if isinstance(value, str) and len(value) <= 40 else f"{str(value)[:37]}..."
         raise BadFile(path, f"names the {field} {shown!r}, which is not a name ovdiff gives", made_by)
     return value

@@ -6,8 +6,11 @@ Layout::
     <folder>/crossattn.safetensors  recorded cross-attention (ovdiff.crossattn/1, by `ovdiff sample`)
     <folder>/attribution.safetensors attribution maps (ovdiff.attribution/1, by `ovdiff attribute`)
     <folder>/masks/00000.png      palette masks: 0 = neither, 1 = foreground, 2 = background
+    <folder>/overlays/00000.png   fg/bg over the image, for a person to check (``mask --overlay``)
 
-Images are numbered from 0 with five digits; mask ``k`` belongs to image ``k``.
+Images are numbered from 0 with five digits; mask ``k`` belongs to image ``k``. Every file
+ovdiff writes here carries its schema, so ovdiff can tell its own files from a user's: it never
+replaces or deletes one it did not write (:meth:`SupportSet.written_files`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +28,14 @@ import torch
 
 from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats import tensorfile
+from ovdiff_cli.formats.provenance import check_replaceable
 from ovdiff_cli.formats.images import open_image, png_metadata, to_rgb8, write_rgb_png
 from ovdiff_cli.formats.labelmap import read_label_map, write_label_map
 from ovdiff_cli.formats.tensorfile import Schema, TensorSpec
 
 IMAGE_SCHEMA = "ovdiff.support-image/1"
 MASK_SCHEMA = "ovdiff.mask/1"
+MASK_OVERLAY_SCHEMA = "ovdiff.mask-overlay/1"
 
 #: Mask values.
 NEITHER, FOREGROUND, BACKGROUND = 0, 1, 2
@@ -149,6 +155,9 @@ class SupportSet:
     def mask_path(self, index: int) -> Path:
         return self.masks_dir / f"{index:05d}.png"
 
+    def overlay_path(self, index: int) -> Path:
+        return self.overlays_dir / f"{index:05d}.png"
+
     def image_indices(self) -> list[int]:
         """Indices of the images present, sorted (temporary files are ignored)."""
         if not self.images_dir.is_dir():
@@ -195,6 +204,10 @@ class SupportSet:
             raise BadFile(path, f"has value {int(mask.max())}, a support mask holds only 0, 1, 2", "ovdiff mask")
         return mask, meta
 
+    def write_overlay(self, index: int, rgb: np.ndarray, meta: dict[str, Any]) -> Path:
+        """Write overlay ``index`` (uint8 RGB [S, S, 3]) with what it was drawn from."""
+        return write_rgb_png(self.overlay_path(index), rgb, {"schema": MASK_OVERLAY_SCHEMA, **meta})
+
     # -- tensors --------------------------------------------------------------------------------
     def write_crossattn(self, rec: CrossAttention) -> Path:
         _check_crossattn(rec, self.crossattn_path, strict=True)
@@ -239,18 +252,42 @@ class SupportSet:
         f = tensorfile.read(self.partial_path(batch), CROSSATTN_PART)
         return f.tensors["attn"], f.tensors["counts"], f.tensors["indices"], f.meta["params"]
 
-    def clear(self) -> None:
-        """Remove everything ovdiff wrote here (images, masks, tensors, partial batches)."""
-        for folder in (self.images_dir, self.masks_dir, self.partial_dir, self.overlays_dir):
+    def _kinds(self) -> Iterator[tuple[Path, str]]:
+        """Every file ovdiff may have written here, with the schema it writes there."""
+        for folder, schema in ((self.images_dir, IMAGE_SCHEMA), (self.masks_dir, MASK_SCHEMA),
+                               (self.overlays_dir, MASK_OVERLAY_SCHEMA), (self.partial_dir, CROSSATTN_PART.id)):
             if folder.is_dir():
-                for p in folder.iterdir():
-                    if p.is_file():
-                        p.unlink()
-                with contextlib.suppress(OSError):  # a folder holding files of the user's stays
-                    folder.rmdir()
-        for p in (self.crossattn_path, self.attribution_path, self.proposals_path):
-            p.unlink(missing_ok=True)
+                # Hidden names are temporary and lock files (swept by their own rules) or the
+                # file manager's; they are neither ovdiff's outputs nor deleted by it.
+                yield from ((p, schema) for p in sorted(folder.iterdir()) if not p.name.startswith("."))
+        yield from ((self.crossattn_path, CROSSATTN.id), (self.attribution_path, ATTRIBUTION.id),
+                    (self.proposals_path, PROPOSALS.id))
 
+    def written_files(self) -> dict[Path, dict[str, Any]]:
+        """Every file ovdiff wrote in this set, with its metadata.
+
+        Raises :class:`BadFile` for the first file it did not write (a user's photo in
+        ``images/``, a foreign PNG in ``masks/``) or that is of another kind than its place holds:
+        such a set is not ovdiff's to replace, resume or clear.
+        """
+        found = {}
+        for path, schema in self._kinds():
+            meta = check_replaceable(path, schema)
+            if meta is not None:
+                found[path] = meta
+        return found
+
+    def clear(self) -> None:
+        """Remove everything ovdiff wrote here (images, masks, overlays, tensors, partial batches).
+
+        Every file is checked before the first is removed: a set that holds one file ovdiff did
+        not write is refused whole and nothing is deleted.
+        """
+        for p in self.written_files():
+            p.unlink(missing_ok=True)
+        for folder in (self.images_dir, self.masks_dir, self.partial_dir, self.overlays_dir):
+            with contextlib.suppress(OSError):  # absent, or holding hidden files of someone else's
+                folder.rmdir()
 
 def read_crossattn(path: str | os.PathLike[str]) -> CrossAttention:
     """Read and check a recorded cross-attention file."""

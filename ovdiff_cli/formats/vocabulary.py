@@ -10,11 +10,13 @@ Three spellings (``--vocab``):
 Label 0 is always background and is never part of a vocabulary; class ``i`` of the vocabulary is
 label ``i`` (1-based). A class's prompt defaults to its name, remapped by the prompt overlay of
 METHOD.md §10.1 unless disabled; its kind defaults to the thing/stuff table (§10.3).
-Class names become folder and file slugs, which must be unique.
+Class names become folder and file slugs (at most 60 bytes: long names keep a readable prefix and
+a digest), which must be unique.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -65,13 +67,33 @@ BUILTIN: dict[str, tuple[Sequence[str], dict[str, str]]] = {
 }
 
 
+#: Longest slug in UTF-8 bytes. Slugs name folders and files (``<slug>.<extractor>.safetensors``,
+#: hidden temporaries with host and pid around them), which must stay well under the 255 bytes
+#: a file name may have on common file systems.
+MAX_SLUG_BYTES = 60
+
+#: Bytes of a long name's readable prefix; a ``-`` and 10 hex digits of its digest follow.
+_PREFIX_BYTES = MAX_SLUG_BYTES - 11
+
+
 def slugify(name: str) -> str:
     """Folder/file name for a class: casefolded, runs of non-word characters become ``-``.
 
-    ``"Donut with chocolate glaze"`` → ``"donut-with-chocolate-glaze"``.
+    ``"Donut with chocolate glaze"`` → ``"donut-with-chocolate-glaze"``. A slug longer than
+    :data:`MAX_SLUG_BYTES` is cut to a readable prefix (at a word boundary when one is near)
+    plus ``-`` and the first 10 hex digits of the SHA-256 of the whole slug, so two long names
+    that differ only past the cut keep distinct slugs, and names with equal slugs still collide.
     """
     text = unicodedata.normalize("NFKC", name).casefold()
-    return re.sub(r"[\W_]+", "-", text).strip("-")
+    slug = re.sub(r"[\W_]+", "-", text).strip("-")
+    raw = slug.encode("utf-8")
+    if len(raw) <= MAX_SLUG_BYTES:
+        return slug
+    prefix = raw[:_PREFIX_BYTES].decode("utf-8", "ignore")  # never half a character
+    cut = prefix.rfind("-")
+    if cut >= _PREFIX_BYTES // 2:  # end at a word boundary unless that loses half the prefix
+        prefix = prefix[:cut]
+    return f"{prefix.strip('-')}-{hashlib.sha256(raw).hexdigest()[:10]}"
 
 
 @dataclass(frozen=True)
@@ -115,7 +137,6 @@ class Vocabulary:
 
     def digest(self) -> str:
         """SHA-256 (hex) of the classes, prompts and kinds: two inline vocabularies share a name, not this."""
-        import hashlib
         import json
 
         return hashlib.sha256(json.dumps(self.to_meta(), sort_keys=True).encode()).hexdigest()
@@ -212,6 +233,8 @@ def parse(spec: str, overlay: bool = True) -> Vocabulary:
     text = spec.strip()
     if text in BUILTIN:
         return builtin(text, overlay)
+    if Path(spec).is_file():  # a file is taken by its name verbatim, spaces included
+        return read_file(Path(spec), overlay)
     path = Path(text)
     looks_like_path = "/" in text or "\\" in text or path.suffix.lower() in (".txt", ".tsv", ".vocab")
     if path.is_file() or (looks_like_path and "," not in text):

@@ -25,8 +25,10 @@ from ovdiff_cli.core import tokens as tok
 from ovdiff_cli.core.attention import attribution_maps, raw_attribution
 from ovdiff_cli.core.settings import RENOISE_TIMESTEPS, TEMPLATE, AttributeSettings
 from ovdiff_cli.errors import BadFile, BadInput
+from ovdiff_cli.formats import provenance
 from ovdiff_cli.formats.atomic import file_sha256
-from ovdiff_cli.formats.supportset import Attribution, SupportSet
+from ovdiff_cli.formats.lock import locked
+from ovdiff_cli.formats.supportset import ATTRIBUTION, Attribution, SupportSet
 from ovdiff_cli.models import registry
 from ovdiff_cli.models.generator import as_generator
 from ovdiff_cli.models.interfaces import ImageAttender
@@ -36,15 +38,13 @@ from ovdiff_cli.stages.support import load_images
 RENOISE_SEED = 43
 
 
-def _existing_matches(s: SupportSet, wanted: dict[str, Any]) -> bool:
-    if not s.attribution_path.is_file():
-        return False
-    old = s.read_attribution().meta
-    if all(old.get(k) == v for k, v in wanted.items()):
+def _reusable(s: SupportSet, inputs: dict[str, Any], settings: dict[str, Any], overwrite: bool) -> bool:
+    """The one reuse rule (:mod:`ovdiff_cli.formats.provenance`) for ``attribution.safetensors``."""
+    if provenance.decide(s.attribution_path, ATTRIBUTION.id, stage="attribute", inputs=inputs, settings=settings,
+                         overwrite=overwrite):
+        log.logger.info("%s: attribution exists, skipped", s.path)
         return True
-    raise BadFile(s.attribution_path, "was made with other settings (" +
-                  ", ".join(k for k, v in wanted.items() if old.get(k) != v) + " differ)",
-                  fix="pass --overwrite to recompute it")
+    return False
 
 
 def from_recording(s: SupportSet, phrase: str | None, settings: AttributeSettings, overwrite: bool) -> Path:
@@ -65,16 +65,16 @@ def from_recording(s: SupportSet, phrase: str | None, settings: AttributeSetting
             raise BadInput(f"--phrase {phrase!r}: {e} {rec.meta.get('prompt', '')!r}",
                            "give words of the prompt") from None
     positions = [recorded[i] for i in index]
+    # The recording holds the images' attention, so its digest stands for the whole set.
+    inputs = {s.crossattn_path.name: file_sha256(s.crossattn_path)}
     wanted = {"source": "recorded", "positions": positions, "settings": settings.to_meta(),
-              "crossattn_sha256": file_sha256(s.crossattn_path)}
-    if not overwrite and _existing_matches(s, wanted):
-        log.logger.info("%s: attribution exists, skipped", s.path)
+              "models": rec.meta.get("models", {})}
+    if _reusable(s, inputs, wanted, overwrite):
         return s.attribution_path
     size = int(s.read_image(s.image_indices()[0])[0].shape[0])
     a64, a = attribution_maps(raw_attribution(rec.attn, rec.counts, index, settings.layers), size, settings.eps)
-    meta = {**wanted, "class": rec.meta.get("class", s.path.name), "phrase": phrase or rec.meta.get("phrase"),
-            "tokens": [rec.tokens[i] for i in index], "models": rec.meta.get("models", {}),
-            "inputs": {"crossattn.safetensors": wanted["crossattn_sha256"]}, "reference": True}
+    meta = {**provenance.identity(inputs, wanted), "class": rec.meta.get("class", s.path.name),
+            "phrase": phrase or rec.meta.get("phrase"), "tokens": [rec.tokens[i] for i in index], "reference": True}
     s.write_attribution(Attribution(a, a64, meta))
     return s.attribution_path
 
@@ -102,9 +102,8 @@ def by_renoising(s: SupportSet, attender: ImageAttender, models_meta: dict[str, 
     images = load_images(s, s.image_indices(), attender.image_size)
     inputs = {s.image_path(i).name: file_sha256(s.image_path(i)) for i in s.image_indices()}
     wanted = {"source": "renoise", "positions": positions, "settings": settings.to_meta(), "prompt": prompt,
-              "timesteps": list(RENOISE_TIMESTEPS), "inputs": inputs}
-    if not overwrite and _existing_matches(s, wanted):
-        log.logger.info("%s: attribution exists, skipped", s.path)
+              "timesteps": list(RENOISE_TIMESTEPS), "models": models_meta}
+    if _reusable(s, inputs, wanted, overwrite):
         return s.attribution_path
     attn, counts = [], []
     for start in log.progress(range(0, len(images), batch_size), desc=s.path.name, unit="batch"):
@@ -115,7 +114,7 @@ def by_renoising(s: SupportSet, attender: ImageAttender, models_meta: dict[str, 
     index = list(range(len(positions)))
     raw = raw_attribution(torch.cat(attn), torch.cat(counts), index, settings.layers)
     a64, a = attribution_maps(raw, attender.image_size, settings.eps)
-    meta = {**wanted, "class": first_meta.get("class", phrase), "phrase": phrase, "models": models_meta,
+    meta = {**provenance.identity(inputs, wanted), "class": first_meta.get("class", phrase), "phrase": phrase,
             "tokens": [tokens[p - 1] for p in positions], "reference": False}
     s.write_attribution(Attribution(a, a64, meta))
     return s.attribution_path
@@ -131,18 +130,20 @@ def attribute(folders: Sequence[Path], phrase: str | None = None, settings: Attr
     if missing and not renoise:
         raise BadFile(missing[0].crossattn_path, "does not exist (no recorded attention)",
                       fix="record it with `ovdiff sample`, or pass --renoise to attribute existing images")
-    attender = None
+    attender: ImageAttender | None = None
+    models_meta: dict[str, Any] = {}
     out = []
     for s in sets:
-        if renoise:
-            if attender is None:
-                p = registry.get_preset(preset)
-                attender = as_generator(registry.load(p, "generator", device, dtype))
-                if not isinstance(attender, ImageAttender):
-                    raise BadInput(f"preset {preset!r}'s generator cannot attend to existing images",
-                                   "drop --renoise and sample the images")
-                models_meta = p.describe()
-            out.append(by_renoising(s, attender, models_meta, phrase, template, settings, batch_size, overwrite))
-        else:
-            out.append(from_recording(s, phrase, settings, overwrite))
+        if renoise and attender is None:
+            p = registry.get_preset(preset)
+            attender = as_generator(registry.load(p, "generator", device, dtype))
+            if not isinstance(attender, ImageAttender):
+                raise BadInput(f"preset {preset!r}'s generator cannot attend to existing images",
+                               "drop --renoise and sample the images")
+            models_meta = p.describe()
+        with locked(s.path):  # never while `sample` or another `attribute` writes this set
+            if attender is not None:
+                out.append(by_renoising(s, attender, models_meta, phrase, template, settings, batch_size, overwrite))
+            else:
+                out.append(from_recording(s, phrase, settings, overwrite))
     return out

@@ -4,6 +4,11 @@ Per image: its global CLIP embedding; p = softmax over the thing classes of the 
 "a {prompt}"; the classes with p ≥ 1/|C| (at most 10); the best "a X and a Y …" prompt over every
 subset of them. Active classes = that subset plus every stuff class. Text embeddings are
 cached by prompt, so the class prompts are encoded once and subset prompts once per run.
+
+Each record carries the content digest of its image, the vocabulary's digest and the settings;
+a rerun into the same file reuses a record only when all three match (formats/provenance.py).
+The file is locked while it is read, extended and written back, so two runs into one file never
+lose each other's records.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from PIL import Image
 
 from ovdiff_cli import log
 from ovdiff_cli.core import clipfilter as cf
-from ovdiff_cli.errors import BadFile, ModelUnavailable
-from ovdiff_cli.formats.candidates import Candidates, read_candidates, write_candidates
+from ovdiff_cli.errors import BadFile, BadInput, ModelUnavailable
+from ovdiff_cli.formats import provenance
+from ovdiff_cli.formats.atomic import file_sha256
+from ovdiff_cli.formats.candidates import CANDIDATES_SCHEMA, Candidates, read_own_candidates, write_candidates
 from ovdiff_cli.formats.images import read_rgb
+from ovdiff_cli.formats.lock import locked
 from ovdiff_cli.formats.vocabulary import Vocabulary
 from ovdiff_cli.models import registry
 from ovdiff_cli.models.interfaces import ClipScorer
@@ -71,20 +79,26 @@ def decide(image: torch.Tensor, prompts: Sequence[str], texts: TextCache, max_ke
 def classify(images: Sequence[Path], vocab: Vocabulary, preset: str = "paper", device: torch.device | str = "cpu",
              dtype: torch.dtype = torch.float32, batch_size: int = 32, max_keep: int = cf.MAX_KEEP,
              existing: Path | None = None, overwrite: bool = False) -> list[Candidates]:
-    """One :class:`Candidates` per image, in order. Records already in ``existing`` (same vocabulary
-    and settings) are reused unless ``overwrite``."""
+    """One :class:`Candidates` per image, in order. Records already in ``existing`` (a candidates
+    file ovdiff made) are reused when made from the same image content with the same vocabulary
+    and settings, unless ``overwrite``; a file ovdiff did not make is refused even then."""
     p = registry.get_preset(preset)
     settings: dict[str, Any] = {"model": p.component("scorer").key, "max_keep": max_keep,
                                 "vocabulary_sha256": vocab.digest()[:16]}
     things = [c for c in vocab.classes if not c.is_stuff]
     stuff = [c.name for c in vocab.classes if c.is_stuff]
+    if not images:  # an empty file would not say who made it, so a rerun could not replace it
+        raise BadInput("no images to classify", "give image files (or paths on stdin with `-`)")
     for path in images:  # fail before any model loads
         if not Path(path).is_file():
             raise BadFile(path, "does not exist" if not Path(path).exists() else "is not a file",
                           fix="give image files")
-    reuse = _reusable(existing, vocab, settings, overwrite)
-    todo = [i for i, path in enumerate(images) if str(path) not in reuse]
-    out: dict[int, Candidates] = {i: reuse[str(path)] for i, path in enumerate(images) if str(path) in reuse}
+    digests = [file_sha256(path) for path in images]
+    reuse = _reusable(existing, images, digests, settings, overwrite)
+    todo = [i for i in range(len(images)) if i not in reuse]
+    out: dict[int, Candidates] = dict(reuse)
+    extra = {i: {"schema": CANDIDATES_SCHEMA, **provenance.identity({"image_sha256": digests[i]},
+                                                                    {"settings": settings})} for i in todo}
     if todo and things:
         scorer = registry.load(p, "scorer", device, dtype)
         if not isinstance(scorer, ClipScorer):
@@ -96,31 +110,54 @@ def classify(images: Sequence[Path], vocab: Vocabulary, preset: str = "paper", d
             for i, g in zip(batch, scorer.encode_images(pixels).float().cpu()):
                 d = decide(g, [c.prompt for c in things], texts, max_keep)
                 _warn_long_prompts(scorer, [things[k].prompt for k in d.kept])
-                out[i] = _record(images[i], vocab, things, stuff, d, settings)
+                out[i] = _record(images[i], vocab, things, stuff, d, extra[i])
     for i in todo:
         if i not in out:  # a vocabulary of stuff only: the filter is skipped
-            out[i] = Candidates(str(images[i]), {}, [], [], 0.0, list(stuff), vocab.name, {"settings": settings})
+            out[i] = Candidates(str(images[i]), {}, [], [], 0.0, list(stuff), vocab.name, extra[i])
     return [out[i] for i in range(len(images))]
 
 
+def classify_into(path: Path, images: Sequence[Path], vocab: Vocabulary, preset: str = "paper",
+                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, batch_size: int = 32,
+                  max_keep: int = cf.MAX_KEEP, overwrite: bool = False) -> Path:
+    """Classify ``images`` into the candidates file ``path``, keeping its records of other images
+    (all of them dropped with ``overwrite``). The file is locked from reading to writing."""
+    with locked(path):
+        records = classify(images, vocab, preset, device, dtype, batch_size, max_keep, path, overwrite)
+        return write_candidates(path, with_earlier(None if overwrite else path, records))
+
+
 def _record(image: Path, vocab: Vocabulary, things: list, stuff: list[str], d: cf.Decision,
-            settings: dict[str, Any]) -> Candidates:
+            extra: dict[str, Any]) -> Candidates:
     active = {things[i].name for i in d.subset} | set(stuff)
     return Candidates(str(image), {c.name: p for c, p in zip(things, d.p)}, [things[i].name for i in d.kept],
                       [things[i].name for i in d.subset], d.subset_score,
-                      [n for n in vocab.names if n in active], vocab.name, {"settings": settings})
+                      [n for n in vocab.names if n in active], vocab.name, extra)
 
 
-def _reusable(existing: Path | None, vocab: Vocabulary, settings: dict[str, Any],
-              overwrite: bool) -> dict[str, Candidates]:
-    if existing is None or overwrite or not existing.is_file():
+def _reusable(existing: Path | None, images: Sequence[Path], digests: Sequence[str], settings: dict[str, Any],
+              overwrite: bool) -> dict[int, Candidates]:
+    """Records of ``existing`` to reuse, by index into ``images``.
+
+    Every record goes through the provenance rule: other settings are an error (also for images
+    not asked about now, as the file would otherwise mix two vocabularies); a record of an image
+    asked about now is reused only when its image's content is the same.
+    """
+    if existing is None:
         return {}
-    records = read_candidates(existing)
-    odd = [r for r in records if r.vocabulary != vocab.name or r.extra.get("settings") != settings]
-    if odd:
-        raise BadFile(existing, f"holds candidates of {odd[0].image} made with another vocabulary or settings",
-                      fix="pass --overwrite to replace it, or choose another -o")
-    return {r.image: r for r in records}
+    records = read_own_candidates(existing)  # refuses a file ovdiff did not make, even with overwrite
+    if records is None or overwrite:
+        return {}
+    asked = {str(path): i for i, path in enumerate(images)}
+    reuse: dict[int, Candidates] = {}
+    for r in records:
+        i = asked.get(r.image)
+        inputs = {"image_sha256": digests[i]} if i is not None else r.extra.get("inputs", {})
+        same = provenance.compare(existing, r.extra, stage="classify", inputs=inputs,
+                                  settings={"settings": settings})
+        if same and i is not None:
+            reuse[i] = r
+    return reuse
 
 
 def _warn_long_prompts(scorer: Any, prompts: list[str]) -> None:
@@ -138,7 +175,8 @@ def _warn_long_prompts(scorer: Any, prompts: list[str]) -> None:
 def with_earlier(existing: Path | None, records: Sequence[Candidates]) -> list[Candidates]:
     """The records to write back: those of ``existing`` for images not asked about this time, in
     their order, then ``records`` (so a file grows with each run instead of losing images)."""
-    if existing is None or not existing.is_file():
+    earlier = read_own_candidates(existing) if existing is not None else None
+    if earlier is None:
         return list(records)
     now = {r.image for r in records}
-    return [r for r in read_candidates(existing) if r.image not in now] + list(records)
+    return [r for r in earlier if r.image not in now] + list(records)

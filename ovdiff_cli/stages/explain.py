@@ -21,7 +21,10 @@ import torch
 from ovdiff_cli.core.explain import cell_blocks, vote
 from ovdiff_cli.core.masks import overlay
 from ovdiff_cli.errors import BadFile, BadInput
+from ovdiff_cli.formats import provenance
 from ovdiff_cli.formats.atomic import file_sha256
+from ovdiff_cli.formats.images import write_rgb_png
+from ovdiff_cli.formats.lock import locked
 from ovdiff_cli.formats.prototypes import KINDS, Bank, Prototypes, read_prototypes
 from ovdiff_cli.formats.segmentation import Explanation, read_explanation
 from ovdiff_cli.formats.supportset import BACKGROUND, FOREGROUND, SupportSet
@@ -98,31 +101,42 @@ class PrototypeSource:
             s = SupportSet.open(folder)
             self.support[str(s.read_image(s.image_indices()[0])[1].get("class") or s.path.name)] = s
         self._protos: dict[str, Prototypes] = {}
+        self._paths: dict[str, Path] = {}
 
     def prototypes(self, owner: str) -> Prototypes:
         if owner not in self._protos:
-            recorded = Path(self.bank.meta.get("sources", {}).get(owner, ""))
+            recorded = Path(_text(self.bank.meta.get("sources"), owner))  # read, never written
             path = self.prototypes_dir / recorded.name if self.prototypes_dir is not None else recorded
             if not path.is_file():
                 raise BadFile(path if str(path) != "." else self.bank_file,
                               f"holds no prototype file of {owner!r} for {self.bank.extractor}",
                               fix="pass --prototypes DIR, the folder `ovdiff prototype` wrote")
-            want = self.bank.meta.get("inputs", {}).get(path.name)
+            inputs = self.bank.meta.get("inputs")
+            want = inputs.get(owner) if isinstance(inputs, dict) else None  # keyed by class, as filter-stuff records
             if want is not None and file_sha256(path) != want:
                 raise BadFile(path, f"is not the file {self.bank_file} was built from (its hash differs)",
                               fix="rebuild the bank with `ovdiff filter-stuff`, or pass the right --prototypes")
             self._protos[owner] = read_prototypes(path)
+            self._paths[owner] = path
         return self._protos[owner]
 
     def support_set(self, owner: str, protos: Prototypes) -> SupportSet:
         if owner in self.support:
             return self.support[owner]
-        folder = Path(protos.meta.get("support", ""))
-        if not (folder / "images").is_dir():
-            raise BadFile(folder if str(folder) != "." else self.bank_file, f"is not the support set of {owner!r}",
-                          fix="pass its folder with --support")
+        recorded = _text(protos.meta, "support")  # read, never written
+        folder = Path(recorded)
+        if not recorded or not (folder / "images").is_dir():
+            where, problem = ((folder, f"is not the support set of {owner!r}") if recorded else
+                              (self._paths[owner], "records no support set"))
+            raise BadFile(where, problem, fix="pass its folder with --support")
         self.support[owner] = SupportSet.open(folder)
         return self.support[owner]
+
+
+def _text(meta: Any, key: str) -> str:
+    """``meta[key]`` when it is text, else '' (hostile or old metadata then reads as "not recorded")."""
+    value = meta.get(key) if isinstance(meta, dict) else None
+    return value if isinstance(value, str) and "\0" not in value else ""
 
 
 def regions(source: PrototypeSource, owner: str, side: str, kind: str, index: int) -> tuple[list[tuple[int, torch.Tensor]], str]:
@@ -205,3 +219,28 @@ def render(records: Sequence[Record], thumb: int = 128) -> np.ndarray:
     if not rows:
         return np.full((thumb, caption_w, 3), 255, np.uint8)
     return np.concatenate(rows, axis=0)
+
+
+#: The schema in a picture's ``ovdiff`` PNG text chunk: a later explain may replace such a
+#: picture, never any other file.
+PICTURE_SCHEMA = "ovdiff.explain-picture/1"
+
+
+def picture_path(segmentation: Path) -> Path:
+    """``<stem>.explain.png`` beside a label map ``<stem>.png`` or its ``<stem>.explain.safetensors``."""
+    name = segmentation.name
+    stem = name[: -len(".explain.safetensors")] if name.endswith(".explain.safetensors") else segmentation.stem
+    return segmentation.with_name(f"{stem}.explain.png")
+
+
+def check_picture(out: Path) -> None:
+    """Refuse, before any work, a picture path holding a file that is not an explain picture."""
+    provenance.check_replaceable(out, PICTURE_SCHEMA)
+
+
+def write_picture(out: Path, records: Sequence[Record], meta: dict[str, Any]) -> Path:
+    """Render and write the picture; an earlier explain picture there is replaced, nothing else is."""
+    picture = render(records)
+    with locked(out):
+        check_picture(out)
+        return write_rgb_png(out, picture, {**meta, "schema": PICTURE_SCHEMA})

@@ -16,8 +16,9 @@ from ovdiff_cli.core.bank import Rows, class_rows, normalised, stuff_filter
 from ovdiff_cli.core.settings import BankSettings
 from ovdiff_cli.errors import BadFile, BadInput
 from ovdiff_cli.formats.atomic import file_sha256
-from ovdiff_cli.formats.prototypes import (Bank, BankSide, Prototypes, bank_path, read_bank, read_prototypes,
-                                           write_bank)
+from ovdiff_cli.formats import provenance
+from ovdiff_cli.formats.lock import locked
+from ovdiff_cli.formats.prototypes import BANK, Bank, BankSide, Prototypes, bank_path, read_prototypes, write_bank
 from ovdiff_cli.formats.vocabulary import Vocabulary, build
 from ovdiff_cli.stages.support import check_writable
 
@@ -48,10 +49,10 @@ def group(files: Sequence[Path], vocab: Vocabulary) -> dict[str, dict[str, tuple
             raise BadFile(f, f"holds {p.extractor} prototypes of {p.class_name!r}, as {seen[p.class_name][0]} does",
                           fix="give one file per class and extractor")
         seen[p.class_name] = (f, p)
-    if ignored:
-        log.logger.info("ignored prototypes of classes outside the vocabulary: %s", ", ".join(sorted(set(ignored))))
+    outside = ", ".join(sorted(set(ignored))[:3]) + (", …" if len(set(ignored)) > 3 else "")
     if not by_ex:
-        raise BadInput(f"none of the files holds prototypes of a class of the vocabulary {vocab.name}",
+        raise BadInput(f"none of the files holds prototypes of a class of the vocabulary {vocab.name}"
+                       + (f" (they hold {outside})" if ignored else ""),
                        "make them with `ovdiff prototype`, or check --vocab")
     for ex, classes in by_ex.items():
         missing = [n for n in vocab.names if n not in classes]
@@ -68,6 +69,8 @@ def group(files: Sequence[Path], vocab: Vocabulary) -> dict[str, dict[str, tuple
             if differ:
                 raise BadFile(path, f"was made with other {' and '.join(differ)} than {first_path}",
                               fix="recompute the odd prototypes with the same `ovdiff prototype` settings")
+    if ignored:  # said only once the files are known to make banks, so an error stays one line
+        log.logger.info("note: ignored prototypes of classes outside the vocabulary: %s", outside)
     return by_ex
 
 
@@ -94,16 +97,29 @@ def build_bank(vocab: Vocabulary, classes: dict[str, tuple[Path, Prototypes]], s
     counts = {name: {"fg": int((fg.owner == label).sum()), "bg": int((filtered.bg.owner == label).sum()),
                      "bg_dropped": sum(1 for d in filtered.dropped if d["owner"] == label)}
               for label, name in enumerate(vocab.names, 1)}
-    meta = {"extractor": first.extractor, "models": first.meta.get("models"), "features": first.meta.get("features"),
-            "settings": settings.to_meta(), "stuff": sorted(vocab.names[i - 1] for i in stuff),
-            "inputs": {str(path.name): file_sha256(path) for path, _ in (classes[n] for n in vocab.names)},
-            "sources": {n: str(classes[n][0]) for n in vocab.names},
+    digests, wanted = bank_identity(vocab, classes, settings)
+    # "sources" is where explain reads the prototype files back: read paths, never written
+    meta = {**provenance.identity(digests, wanted), "extractor": first.extractor, "models": first.meta.get("models"),
+            "features": first.meta.get("features"), "sources": {n: str(classes[n][0]) for n in vocab.names},
             "dropped": filtered.dropped, "counts": counts}
+    del meta["vocabulary"]  # write_bank stores the vocabulary itself
     bank = Bank(BankSide(fg_n.vectors, fg_n.owner, fg_n.kind, fg_n.index),
                 BankSide(bg_n.vectors, bg_n.owner, bg_n.kind, bg_n.index), vocab, meta)
     summary = {"extractor": first.extractor, "fg": len(fg_n), "bg": len(bg_n), "bg_dropped": len(filtered.dropped),
                "classes": counts}
     return bank, summary
+
+
+def bank_identity(vocab: Vocabulary, classes: dict[str, tuple[Path, Prototypes]],
+                  settings: BankSettings) -> tuple[dict[str, str], dict[str, Any]]:
+    """(inputs, settings) of a bank, as provenance compares them.
+
+    Inputs are the content digests of the prototype files keyed by class, so moving or renaming
+    a file changes nothing while remaking it does.
+    """
+    digests = {name: file_sha256(classes[name][0]) for name in vocab.names}
+    stuff = sorted(c.name for c in vocab.classes if c.is_stuff)
+    return digests, {"vocabulary": vocab.to_meta(), "stuff": stuff, "settings": settings.to_meta()}
 
 
 def filter_stuff(files: Sequence[Path], vocab: Vocabulary, out: Path, settings: BankSettings = BankSettings(),
@@ -112,23 +128,20 @@ def filter_stuff(files: Sequence[Path], vocab: Vocabulary, out: Path, settings: 
     vocab = with_stuff(vocab, stuff) if stuff else vocab
     if settings.compare not in ("stuff", "all") or settings.bg_mode not in ("all", "mean", "zero"):
         raise BadInput(f"unknown setting in {settings}", "see `ovdiff filter-stuff --help`")
-    by_ex = group(files, vocab)
+    by_ex = group(files, vocab)  # every file read and checked (names included) before anything is written
     check_writable(out)
     results = []
     for ex in sorted(by_ex):
-        bank, summary = build_bank(vocab, by_ex[ex], settings)
         path = bank_path(out, ex)
+        digests, wanted = bank_identity(vocab, by_ex[ex], settings)
+        with locked(path):  # a second process waits here, then reuses what the first wrote
+            reuse = provenance.decide(path, BANK.id, stage="filter-stuff", inputs=digests, settings=wanted,
+                                      overwrite=overwrite)
+            bank, summary = build_bank(vocab, by_ex[ex], settings)
+            if reuse:
+                log.logger.info("%s: exists, made the same way from the same prototype files; reused", path)
+            else:
+                write_bank(path, bank)
         summary["path"] = str(path)
-        if path.is_file() and not overwrite:
-            old = read_bank(path)
-            same = (old.vocabulary == vocab and all(old.meta.get(k) == bank.meta.get(k)
-                                                    for k in ("settings", "inputs", "stuff")))
-            if not same:
-                raise BadFile(path, "exists and was made from other prototypes, vocabulary or settings",
-                              fix="pass --overwrite to replace it, or choose another -o")
-            log.logger.info("%s: exists, skipped", path)
-        else:
-            write_bank(path, bank)
         results.append((path, summary))
     return results
-

@@ -22,8 +22,11 @@ from ovdiff_cli import log
 from ovdiff_cli.core import masks as core
 from ovdiff_cli.core.settings import MaskSettings
 from ovdiff_cli.errors import BadFile, BadInput, ModelUnavailable
+from ovdiff_cli.formats import provenance
 from ovdiff_cli.formats.atomic import file_sha256
-from ovdiff_cli.formats.supportset import BACKGROUND, FOREGROUND, SupportSet
+from ovdiff_cli.formats.lock import locked
+from ovdiff_cli.formats.supportset import (BACKGROUND, FOREGROUND, MASK_OVERLAY_SCHEMA, MASK_SCHEMA, PROPOSALS,
+                                           SupportSet)
 from ovdiff_cli.models import registry
 from ovdiff_cli.models.cutler import CutlerProposer, CutlerWeights, detectron2_detector
 from ovdiff_cli.models.interfaces import MaskProposer
@@ -73,7 +76,7 @@ class FolderMasker:
     """Masks of one support set at a time, with resume and the optional extras."""
 
     def __init__(self, proposer: MaskProposer | None, settings: MaskSettings, batch_size: int, overwrite: bool,
-                 overlay: bool, save_proposals: bool) -> None:
+                 overlay: bool, save_proposals: bool, models: dict[str, Any] | None = None) -> None:
         self.proposer = proposer
         self.settings = settings
         self.batch_size = batch_size
@@ -81,8 +84,13 @@ class FolderMasker:
         self.want_overlay = overlay
         self.save_proposals = save_proposals
         self.source = proposer.name if proposer is not None else THRESHOLD
+        self.models = models
 
     def run(self, s: SupportSet) -> Path:
+        with locked(s.path):  # never while `sample`, `attribute` or another `mask` writes this set
+            return self._run(s)
+
+    def _run(self, s: SupportSet) -> Path:
         if not s.attribution_path.is_file():
             raise BadFile(s.attribution_path, "does not exist", fix="make it with `ovdiff attribute`")
         att = s.read_attribution()
@@ -90,41 +98,37 @@ class FolderMasker:
         if att.maps.shape[0] != len(indices):
             raise BadFile(s.attribution_path, f"holds {att.maps.shape[0]} maps, the folder {len(indices)} images",
                           fix="rerun `ovdiff attribute --overwrite`")
-        wanted = {"proposer": self.source, "settings": self.settings.to_meta(),
-                  "attribution_sha256": file_sha256(s.attribution_path)}
-        todo = self._todo(s, indices, wanted)
-        if self.save_proposals and self.proposer is not None and (todo or not self._proposals_match(s, wanted)):
-            todo = list(indices)  # the proposals file covers the whole set: rebuild it whole
+        attribution = file_sha256(s.attribution_path)
+        images = {i: file_sha256(s.image_path(i)) for i in indices}
+        settings = {"proposer": self.source, "settings": self.settings.to_meta(), "models": self.models}
+        todo = [i for i in indices if not self._reusable(s.mask_path(i), MASK_SCHEMA, settings,
+                                                         {"attribution": attribution, "image": images[i]})]
+        if self.save_proposals and self.proposer is not None:
+            whole = {"attribution": attribution, "images": [images[i] for i in indices]}
+            if todo or not self._reusable(s.proposals_path, PROPOSALS.id, settings, whole):
+                todo = list(indices)  # the proposals file covers the whole set: rebuild it whole
+        if self.want_overlay or (todo and self.proposer is not None):
+            for i in indices:  # a broken image fails here, before any mask or overlay is written
+                s.read_image(i)
         if todo:
-            self._make(s, att.maps, att.maps64, indices, todo, wanted)
+            self._make(s, att.maps, att.maps64, indices, todo, settings, attribution, images)
         else:
             log.logger.info("%s: masks exist, skipped", s.path)
         if self.want_overlay:
-            self._overlays(s, indices, int(att.maps.shape[-1]))
+            self._overlays(s, indices, int(att.maps.shape[-1]), images)
         return s.path
 
-    def _todo(self, s: SupportSet, indices: Sequence[int], wanted: dict[str, Any]) -> list[int]:
-        todo = []
-        for i in indices:
-            if not s.mask_path(i).is_file() or self.overwrite:
-                todo.append(i)
-                continue
-            old = s.read_mask(i)[1]
-            differ = [k for k, v in wanted.items() if old.get(k) != v]
-            if differ:
-                raise BadFile(s.mask_path(i), f"was made with other settings ({', '.join(differ)} differ)",
-                              fix="pass --overwrite to recompute the masks")
-        return todo
-
-    def _proposals_match(self, s: SupportSet, wanted: dict[str, Any]) -> bool:
-        if not s.proposals_path.is_file():
-            return False
-        meta = s.read_proposals()[3]
-        return all(meta.get(k) == v for k, v in wanted.items())
+    def _reusable(self, path: Path, schema: str, settings: dict[str, Any], inputs: dict[str, Any]) -> bool:
+        return provenance.decide(path, schema, stage="mask", inputs=inputs, settings=settings,
+                                 overwrite=self.overwrite)
 
     def _make(self, s: SupportSet, maps: torch.Tensor, maps64: torch.Tensor, indices: Sequence[int],
-              todo: Sequence[int], wanted: dict[str, Any]) -> None:
+              todo: Sequence[int], settings: dict[str, Any], attribution: str, images: dict[int, str]) -> None:
         name = s.read_image(indices[0])[1].get("class", s.path.name)
+
+        def wanted(i: int) -> dict[str, Any]:  # each mask is made from the set's attribution and its image
+            return provenance.identity({"attribution": attribution, "image": images[i]}, settings)
+
         position = {i: k for k, i in enumerate(indices)}
         if self.proposer is None:
             found = core.multi_otsu(maps64, self.settings.otsu_bins)
@@ -132,7 +136,7 @@ class FolderMasker:
             extra = {"thresholds": [lo, hi], "otsu": found is not None}
             for i in log.progress(todo, desc=s.path.name, unit="img"):
                 a = maps[position[i]]
-                self._write(s, i, a > hi, a < lo, {**wanted, "class": name, "mode": THRESHOLD, **extra})
+                self._write(s, i, a > hi, a < lo, {**wanted(i), "class": name, "mode": THRESHOLD, **extra})
             return
         kept: list[tuple[torch.Tensor, torch.Tensor, int]] = []
         size = int(maps.shape[-1])
@@ -143,7 +147,7 @@ class FolderMasker:
                     raise ModelUnavailable(self.source, "its output", f"proposer returned masks of "
                                            f"{list(props.masks.shape[-2:])} for {size}² images")
                 sel = core.select(props.masks, maps[position[i]], self.settings)
-                meta = {**wanted, "class": name, "mode": self.source if sel.mode == "proposals" else "fallback",
+                meta = {**wanted(i), "class": name, "mode": self.source if sel.mode == "proposals" else "fallback",
                         "proposals": int(props.masks.shape[0]), "scores": sel.scores,
                         "detector_scores": [float(x) for x in props.scores], "fg_index": sel.fg_index,
                         "bg_index": sel.bg_index}
@@ -153,7 +157,8 @@ class FolderMasker:
             masks = torch.cat([m for m, _, _ in kept]) if kept else torch.zeros(0, size, size, dtype=torch.bool)
             scores = torch.cat([sc.float() for _, sc, _ in kept]) if kept else torch.zeros(0)
             image = torch.tensor([i for m, _, i in kept for _ in range(m.shape[0])], dtype=torch.long)
-            s.write_proposals(masks, scores, image, {**wanted, "class": name})
+            whole = {"attribution": attribution, "images": [images[i] for i in indices]}
+            s.write_proposals(masks, scores, image, {**provenance.identity(whole, settings), "class": name})
 
     def _write(self, s: SupportSet, i: int, fg: torch.Tensor, bg: torch.Tensor, meta: dict[str, Any]) -> None:
         if bool((fg & bg).any()):  # the rules make them disjoint; a mask file can hold only one label
@@ -163,14 +168,15 @@ class FolderMasker:
         out[bg] = BACKGROUND
         s.write_mask(i, out.numpy(), {**meta, "fg_pixels": int(fg.sum()), "bg_pixels": int(bg.sum())})
 
-    def _overlays(self, s: SupportSet, indices: Sequence[int], size: int) -> None:
-        from ovdiff_cli.formats.images import write_rgb_png
-
+    def _overlays(self, s: SupportSet, indices: Sequence[int], size: int, images: dict[int, str]) -> None:
+        """fg (red) and bg (blue) over each image; each remade only when its mask or image changed."""
         for i in indices:
+            inputs = {"mask": file_sha256(s.mask_path(i)), "image": images[i]}
+            if self._reusable(s.overlay_path(i), MASK_OVERLAY_SCHEMA, {}, inputs):
+                continue
             m = torch.from_numpy(s.read_mask(i)[0])
             picture = core.overlay(load_images(s, [i], size)[0], m == FOREGROUND, m == BACKGROUND)
-            write_rgb_png(s.overlays_dir / f"{i:05d}.png", picture.numpy())
-
+            s.write_overlay(i, picture.numpy(), provenance.identity(inputs, {}))
 
 def mask(folders: Sequence[Path], proposer: str = "auto", preset: str = "paper", device: torch.device | str = "cpu",
          dtype: torch.dtype = torch.float32, settings: MaskSettings = MaskSettings(), batch_size: int = 8,
@@ -184,5 +190,17 @@ def mask(folders: Sequence[Path], proposer: str = "auto", preset: str = "paper",
     settings = replace(settings, proposer=chosen.name if chosen is not None else THRESHOLD)
     if save_proposals and chosen is None:
         log.warn_once("no-proposals", "--save-proposals: thresholding has no proposals to save")
-    masker = FolderMasker(chosen, settings, batch_size, overwrite, overlay, save_proposals and chosen is not None)
+    masker = FolderMasker(chosen, settings, batch_size, overwrite, overlay, save_proposals and chosen is not None,
+                          _proposer_models(preset, "cutler" if proposer == "auto" else proposer, chosen))
     return [masker.run(s) for s in sets]
+
+
+def _proposer_models(preset: str, name: str, chosen: MaskProposer | None) -> dict[str, Any]:
+    """What the masks record of the model behind them: the proposer's component (none for thresholds).
+
+    Not the whole preset: masks made by one proposer are the same whatever else a preset holds.
+    """
+    if chosen is None:
+        return {}
+    comp = registry.get_preset(preset).component(f"proposer.{name}")
+    return {"proposer": comp.key, "tiny": comp.tiny}

@@ -22,13 +22,21 @@ from ovdiff_cli.core.prototypes import Pool, Side, build_side, grid_masks
 from ovdiff_cli.core.settings import PrototypeSettings
 from ovdiff_cli.errors import BadFile, BadInput, ModelUnavailable
 from ovdiff_cli.formats.atomic import file_sha256
-from ovdiff_cli.formats.prototypes import PrototypeSide, Prototypes, prototype_path, read_prototypes, write_prototypes
+from ovdiff_cli.formats import provenance
+from ovdiff_cli.formats.lock import locked
+from ovdiff_cli.formats.prototypes import PROTOTYPES, PrototypeSide, Prototypes, prototype_path, write_prototypes
 from ovdiff_cli.formats.supportset import BACKGROUND, FOREGROUND, SupportSet
 from ovdiff_cli.formats.vocabulary import slugify
 from ovdiff_cli.models import registry
 from ovdiff_cli.models.extractors import as_extractor, slot_of
 from ovdiff_cli.models.interfaces import FeatureExtractor
 from ovdiff_cli.stages.support import check_writable, load_images, seed_everything
+
+
+def class_slug(name: str) -> str:
+    """The file-name part of a class: its slug (only letters, digits and ``-``, so a class name read
+    from a support set's metadata never leads outside -o), or a digest of a name without letters."""
+    return slugify(name) or f"class-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def _support_digest(s: SupportSet, indices: Sequence[int]) -> str:
@@ -96,19 +104,28 @@ class ClassPrototyper:
         self.batch_size = batch_size
         self.overwrite = overwrite
 
+    def identity(self, inputs: SetInputs) -> tuple[dict[str, str], dict[str, Any]]:
+        """(inputs, settings) of a prototype file, as provenance compares them.
+
+        The batch size is in neither: it changes the order of floating-point sums only, so other
+        batch sizes agree within 1e-5 and a rerun with another batch size reuses the file.
+        """
+        settings = {"features": self.extractor.settings(), "settings": self.settings.to_meta(),
+                    "models": self.models_meta}
+        return {"support_sha256": inputs.digest}, settings
+
     def run(self, s: SupportSet, inputs: SetInputs, out: Path) -> Path:
-        indices, fg, bg, modes, name = inputs.indices, inputs.fg, inputs.bg, inputs.modes, inputs.name
-        path = prototype_path(out, slugify(name), self.extractor.name)
-        wanted = {"features": self.extractor.settings(), "settings": self.settings.to_meta(),
-                  "inputs": {"support_sha256": inputs.digest}}
-        if path.is_file() and not self.overwrite:
-            old = read_prototypes(path).meta
-            differ = [k for k, v in wanted.items() if old.get(k) != v]
-            if not differ:
-                log.logger.info("%s: exists, skipped", path)
+        path = prototype_path(out, class_slug(inputs.name), self.extractor.name)
+        digests, settings = self.identity(inputs)
+        with locked(path):  # a second process waits here, then reuses what the first wrote
+            if provenance.decide(path, PROTOTYPES.id, stage="prototype", inputs=digests, settings=settings,
+                                 overwrite=self.overwrite):
+                log.logger.info("%s: exists, made the same way from the same images and masks; reused", path)
                 return path
-            raise BadFile(path, f"was made with other settings or inputs ({', '.join(differ)} differ)",
-                          fix="pass --overwrite to recompute it, or choose another -o")
+            return self._make(s, inputs, path, provenance.identity(digests, settings))
+
+    def _make(self, s: SupportSet, inputs: SetInputs, path: Path, wanted: dict[str, Any]) -> Path:
+        indices, fg, bg, modes, name = inputs.indices, inputs.fg, inputs.bg, inputs.modes, inputs.name
         seed_everything(self.settings.seed)
         pools, grid = self._pool(s, indices, fg, bg)
         if not len(pools["fg"]):
@@ -118,8 +135,8 @@ class ClassPrototyper:
         if sides["bg"].class_proto.shape[0] == 0:
             log.logger.warning("warning: class %r has no background pixels on the %s grid; it contributes no "
                                "background prototypes", name, self.extractor.name)
-        meta = {**wanted, "class": name, "extractor": self.extractor.name, "models": self.models_meta,
-                "support": str(s.path),
+        # "support" is where explain reads the support set back; it is a read path, never written
+        meta = {**wanted, "class": name, "extractor": self.extractor.name, "support": str(s.path),
                 "grid": list(grid), "images": len(indices),
                 "images_used": {k: len(p) for k, p in pools.items()},
                 "parts": {k: int(v.part.shape[0]) for k, v in sides.items()},
@@ -176,6 +193,12 @@ def prototype(folders: Sequence[Path], extractors: Sequence[str] = ("sd", "dino"
                                  sd_timestep=sd_timestep, clip_norm=clip_norm, clip_readout=clip_readout)
         if not isinstance(extractor, FeatureExtractor):
             raise ModelUnavailable(slot, "the registry", "its object is not a FeatureExtractor")
+        try:  # the name becomes part of file names, here and in filter-stuff's banks
+            provenance.safe_name(extractor.name, slot, "extractor")
+        except BadFile:
+            raise BadInput(f"the {slot} extractor calls itself {str(extractor.name)[:40]!r}, which cannot be "
+                           "part of a file name",
+                           "name it with up to 64 letters, digits, _, + and - in its plugin") from None
         worker = ClassPrototyper(extractor, p.describe(), settings, batch_size, overwrite)
         written += [worker.run(s, i, out) for s, i in zip(sets, inputs)]
     return written

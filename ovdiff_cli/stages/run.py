@@ -5,8 +5,11 @@
     <work>/vocabularies/<name>-<digest>/banks/   filter-stuff (per vocabulary)
     <work>/vocabularies/<name>-<digest>/candidates.jsonl, segmentation/   classify, segment
 
-Each stage skips what an earlier run left with the same settings, so adding a class to a
-vocabulary samples and pools only that class, and rebuilds the cheap per-vocabulary parts.
+Each stage reuses what an earlier run left from the same inputs with the same settings
+(formats/provenance.py), so adding a class to a vocabulary samples and pools only that class, and
+rebuilds the cheap per-vocabulary parts; a changed image is classified and segmented again. The
+stages run within ``provenance.within_run()``, so a conflict names a fix that exists on `run`:
+another -o, or that stage alone with --overwrite.
 """
 
 from __future__ import annotations
@@ -19,15 +22,15 @@ import torch
 
 from ovdiff_cli import log
 from ovdiff_cli.core.settings import BankSettings, MaskSettings, PrototypeSettings, SampleSettings, SegmentSettings
-from ovdiff_cli.formats.candidates import write_candidates
+from ovdiff_cli.formats import provenance
 from ovdiff_cli.formats.vocabulary import Vocabulary, slugify
 from ovdiff_cli.stages.attribute import attribute
-from ovdiff_cli.stages.classify import classify, with_earlier
+from ovdiff_cli.stages.classify import classify_into
 from ovdiff_cli.stages.filter_stuff import filter_stuff
 from ovdiff_cli.stages.mask import mask
 from ovdiff_cli.stages.prototype import prototype
 from ovdiff_cli.stages.sample import sample
-from ovdiff_cli.stages.segment import segment
+from ovdiff_cli.stages.segment import plan_outputs, segment
 
 
 @dataclass(frozen=True)
@@ -61,18 +64,20 @@ def run(vocab: Vocabulary, images: Sequence[Path], work: Path, preset: str = "pa
             from ovdiff_cli.errors import BadFile
 
             raise BadFile(p, "does not exist" if not Path(p).exists() else "is not a file", fix="give image files")
-    log.logger.info("sample → attribute → mask → prototype for %d classes in %s", len(vocab), work)
-    folders = sample(vocab.classes, work / "support", preset, device, dtype, settings.sample)
-    attribute(folders, overwrite=False, batch_size=settings.batch_size)
-    mask(folders, settings.proposer, preset, device, dtype, settings.mask, settings.batch_size)
-    protos = prototype(folders, settings.extractors, work / "prototypes", preset, device, dtype, vit_dtype,
-                       settings.prototype, settings.batch_size)
-    here = vocabulary_folder(work, vocab)
-    filter_stuff(protos, vocab, here / "banks", settings.bank)
-    candidates = None
-    if settings.prefilter:
-        candidates = here / "candidates.jsonl"
-        records = classify(images, vocab, preset, device, dtype, existing=candidates)
-        write_candidates(candidates, with_earlier(candidates, records))
-    return segment(images, [here / "banks"], here / "segmentation", preset, device, dtype, vit_dtype,
-                   settings.segment, candidates, settings.prefilter, settings.batch_size, overlay=settings.overlay)
+    # Two images whose label maps (or overlays) would clash: refused now, not after the sampling.
+    plan_outputs([Path(p) for p in images], work, ["overlay"] if settings.overlay else [])
+    with provenance.within_run():
+        log.logger.info("sample → attribute → mask → prototype for %d classes in %s", len(vocab), work)
+        folders = sample(vocab.classes, work / "support", preset, device, dtype, settings.sample)
+        attribute(folders, overwrite=False, batch_size=settings.batch_size)
+        mask(folders, settings.proposer, preset, device, dtype, settings.mask, settings.batch_size)
+        protos = prototype(folders, settings.extractors, work / "prototypes", preset, device, dtype, vit_dtype,
+                           settings.prototype, settings.batch_size)
+        here = vocabulary_folder(work, vocab)
+        filter_stuff(protos, vocab, here / "banks", settings.bank)
+        candidates = None
+        if settings.prefilter:
+            candidates = classify_into(here / "candidates.jsonl", images, vocab, preset, device, dtype)
+        return segment(images, [here / "banks"], here / "segmentation", preset, device, dtype, vit_dtype,
+                       settings.segment, candidates, settings.prefilter, settings.batch_size,
+                       overlay=settings.overlay)

@@ -5,6 +5,15 @@ is drawn from it batch after batch in float16, so every class starts from the sa
 only the prompt differs. Each finished batch writes its images and a partial attention file, so
 a killed run resumes at the batch it was in; the partial files are joined into
 ``crossattn.safetensors`` when the set is complete.
+
+The class folder is locked while its set is checked, drawn and joined, so a second process
+that wants the same folder waits, then reuses the set or refuses it (other settings); the two
+never mix their batches. Whether a folder is resumed, reused, replaced or refused follows the
+one rule of :mod:`ovdiff_cli.formats.provenance`; a folder holding any file ovdiff did not write
+(a user's photos) is refused, with or without ``--overwrite``.
+
+:func:`from_images` builds a support set from a user's images instead (METHOD.md §4.2 edge
+cases): decoded to 8-bit RGB as §7.1 says and squashed to the generator's square size.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +33,10 @@ from ovdiff_cli import log
 from ovdiff_cli.core import tokens as tok
 from ovdiff_cli.core.settings import SampleSettings
 from ovdiff_cli.errors import BadFile, BadInput, ModelUnavailable
+from ovdiff_cli.formats import provenance
+from ovdiff_cli.formats.atomic import file_sha256
+from ovdiff_cli.formats.images import read_rgb
+from ovdiff_cli.formats.lock import locked
 from ovdiff_cli.formats.supportset import CrossAttention, SupportSet
 from ovdiff_cli.formats.vocabulary import VocabClass
 from ovdiff_cli.models import registry
@@ -35,9 +48,8 @@ from ovdiff_cli.stages.support import check_writable, seed_everything
 #: Safety-checker retries per flagged image before giving up.
 MAX_REPLACEMENTS = 10
 
-#: Parameters that must match for an existing folder to be resumed or reused.
-IDENTITY_KEYS = ("class", "prompt", "phrase", "negative_prompt", "seed", "reseed_per_class", "steps", "guidance",
-                 "scheduler", "model", "num_images", "batch_size", "size")
+#: The ``source`` of a drawn set's files, and of a set built from a user's images.
+SOURCE_SD, SOURCE_IMAGES = "sd", "images"
 
 
 @dataclass(frozen=True)
@@ -122,54 +134,48 @@ class ClassSampler:
         self.safety = safety
 
     def params(self, vclass: VocabClass, plan: PromptPlan) -> dict[str, Any]:
+        """The settings a drawn set is made with: every image, batch and recording holds them."""
         s = self.settings
-        return {"class": vclass.name, "prompt": plan.prompt, "phrase": plan.phrase,
+        return {"source": SOURCE_SD, "class": vclass.name, "prompt": plan.prompt, "phrase": plan.phrase,
                 "negative_prompt": s.negative_prompt, "seed": s.seed, "reseed_per_class": s.reseed_per_class,
                 "steps": s.steps, "guidance": s.guidance, "scheduler": s.scheduler, "model": self.gen.name,
                 "tiny": bool(self.gen.tiny), "num_images": s.num_images, "batch_size": s.batch_size,
-                "size": self.gen.image_size, "safety_checker": self.safety is not None}
-
-    def _check_existing(self, s: SupportSet, params: dict[str, Any], overwrite: bool) -> None:
-        if not s.image_indices():
-            return
-        if overwrite:
-            s.clear()
-            return
-        old = s.class_meta()
-        differ = [k for k in IDENTITY_KEYS if old.get(k) != params.get(k)]
-        if differ:
-            raise BadFile(s.path, f"holds a support set made with other settings ({', '.join(differ)} differ)",
-                          fix="pass --overwrite to replace it, or choose another -o")
-
-    def _complete(self, s: SupportSet, params: dict[str, Any]) -> bool:
-        if len(s.image_indices()) != params["num_images"] or not s.crossattn_path.is_file():
-            return False
-        rec = s.read_crossattn()
-        return all(rec.meta.get(k) == params.get(k) for k in IDENTITY_KEYS)
+                "size": self.gen.image_size, "safety_checker": self.safety is not None, "models": self.models_meta}
 
     def sample(self, vclass: VocabClass, plan: PromptPlan, folder: Path, noise_gen: torch.Generator,
                overwrite: bool = False) -> Path:
         """Sample (or resume, or reuse) one class's support set; return its folder."""
         s = SupportSet(folder)
-        params = self.params(vclass, plan)
-        self._check_existing(s, params, overwrite)
+        settings = self.params(vclass, plan)
+        record = provenance.identity({}, settings)  # a drawn set has no input files
         n, b = self.settings.num_images, self.settings.batch_size
         n_batches = math.ceil(n / b)
-        if self._complete(s, params):
-            log.logger.info("%s: complete, skipped", folder)
-            for k in range(n_batches):  # keep the noise sequence where a fresh run would leave it
-                torch.randn(self.gen.noise_shape(min(n, (k + 1) * b) - k * b), generator=noise_gen,
-                            dtype=torch.float16)
-            return folder
+        with locked(folder):
+            if prepare(s, settings, overwrite, lambda: s.crossattn_path.is_file() and
+                       s.image_indices() == list(range(n))):
+                log.logger.info("%s: complete, skipped", folder)
+                for k in range(n_batches):  # keep the noise sequence where a fresh run would leave it
+                    torch.randn(self.gen.noise_shape(min(n, (k + 1) * b) - k * b), generator=noise_gen,
+                                dtype=torch.float16)
+                return folder
+            self._draw(s, vclass, plan, record, noise_gen)
+        return folder
+
+    def _draw(self, s: SupportSet, vclass: VocabClass, plan: PromptPlan, record: dict[str, Any],
+              noise_gen: torch.Generator) -> None:
+        """Draw every batch not already on disk, then join the batches' attention.
+
+        :func:`prepare` has checked that what is on disk was drawn with these settings.
+        """
+        n, b = self.settings.num_images, self.settings.batch_size
+        n_batches = math.ceil(n / b)
         replaced = 0
         for k in log.progress(range(n_batches), desc=vclass.name, unit="batch"):
             idx = list(range(k * b, min(n, (k + 1) * b)))
             noise = torch.randn(self.gen.noise_shape(len(idx)), generator=noise_gen, dtype=torch.float16)
             if all(s.image_path(i).is_file() for i in idx) and s.partial_path(k).is_file():
-                _attn, _counts, _indices, old = s.read_partial(k)
-                if old == params:
-                    replaced += sum(bool(s.read_image(i)[1].get("replaced")) for i in idx)
-                    continue
+                replaced += sum(bool(s.read_image(i)[1].get("replaced")) for i in idx)
+                continue
             out = self.gen.generate([plan.prompt] * len(idx), self.settings.negative_prompt, noise,
                                     steps=self.settings.steps, guidance=self.settings.guidance,
                                     record_positions=plan.positions, scheduler=self.settings.scheduler)
@@ -177,10 +183,9 @@ class ClassSampler:
             flagged = self._replace_flagged(plan, images, attn, counts, k)
             replaced += len(flagged)
             for j, (i, rgb) in enumerate(zip(idx, to_uint8(images))):
-                s.write_image(i, rgb, {**params, "index": i, "replaced": j in flagged})
-            s.write_partial(k, attn, counts, torch.tensor(idx), params)
-        self._join(s, plan, params, n_batches, replaced)
-        return folder
+                s.write_image(i, rgb, {**record, "index": i, "replaced": j in flagged})
+            s.write_partial(k, attn, counts, torch.tensor(idx), record)
+        self._join(s, plan, record, n_batches, replaced)
 
     def _replace_flagged(self, plan: PromptPlan, images: torch.Tensor, attn: torch.Tensor, counts: torch.Tensor,
                          batch: int) -> set[int]:
@@ -211,13 +216,41 @@ class ClassSampler:
         parts = [s.read_partial(k) for k in range(n_batches)]
         attn = torch.cat([p[0] for p in parts])
         counts = torch.cat([p[1] for p in parts])
-        meta = {**params, "models": self.models_meta, "replaced": replaced}
+        meta = {**params, "replaced": replaced}
         s.write_crossattn(CrossAttention(attn, counts, torch.tensor(plan.positions), torch.tensor(plan.phrase_positions),
                                          plan.tokens, tuple(self.gen.layer_names()), meta))
         for k in range(n_batches):
             s.partial_path(k).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             s.partial_dir.rmdir()
+
+
+def prepare(s: SupportSet, settings: dict[str, Any], overwrite: bool, complete: Callable[[], bool]) -> bool:
+    """Check a support set before it is made in ``s``: True when it is there, complete, to reuse.
+
+    Call it holding the folder's lock. A folder holding a file ovdiff did not write is refused
+    (even with ``overwrite``, which otherwise clears the set: nothing is deleted unless every
+    file is ovdiff's). Images, batches and the recording made with other settings are refused
+    with a fix (:func:`provenance.compare`); those that match are kept, and ``complete`` says
+    whether anything is left to make.
+    """
+    found = s.written_files()
+    if overwrite:
+        s.clear()
+        return False
+    for path, meta in found.items():
+        if path.parent == s.partial_dir:
+            record = meta.get("params")
+        elif path.parent == s.images_dir or path == s.crossattn_path:
+            record = meta
+        else:
+            continue  # attribution, masks, overlays: the later stages' outputs, checked by them
+        if not isinstance(record, dict):
+            raise BadFile(path, "lacks the settings it was made with", fix=provenance.conflict_fix("sample"))
+        if not provenance.compare(s.path, record, stage="sample", inputs={}, settings=settings):
+            s.clear()  # stale: made from other inputs, so none of it stands
+            return False
+    return complete()
 
 
 def sample(classes: Sequence[VocabClass], out: Path, preset: str, device: torch.device, dtype: torch.dtype,
@@ -235,6 +268,8 @@ def sample(classes: Sequence[VocabClass], out: Path, preset: str, device: torch.
         log.logger.info("shard %s has no classes", shard)
         return []
     check_writable(out)
+    for c in mine:  # a folder of the user's own photos is refused before any model loads
+        SupportSet(out / c.slug).written_files()
     p = registry.get_preset(preset)
     gen = as_generator(registry.load(p, "generator", device, dtype))
     if not isinstance(gen, Generator):
@@ -250,6 +285,55 @@ def sample(classes: Sequence[VocabClass], out: Path, preset: str, device: torch.
                 noise_gen = seed_everything(settings.seed)
             folders.append(sampler.sample(vclass, plan, out / vclass.slug, noise_gen, overwrite))
     return folders
+
+
+def from_images(vclass: VocabClass, photos: Sequence[Path], out: Path, preset: str, device: torch.device,
+                dtype: torch.dtype, overwrite: bool = False) -> Path:
+    """Build ``out/<slug>`` from a user's images instead of drawing it; return the folder.
+
+    Each photo is decoded to 8-bit RGB (METHOD.md §7.1, with its EXIF orientation applied) and
+    squashed (LANCZOS, aspect ratio ignored) to the preset generator's square size, as METHOD.md
+    §4.2 says of user-supplied support images, then written as ``images/00000.png``… in the
+    order given, with the class, its phrase and each source's name and SHA-256. The sources'
+    digests, in order, are a setting of the set, not an input: other photos into a folder that
+    holds a set are an error (a set is what its photos are), the same photos reuse it.
+    """
+    if not photos:
+        raise BadInput("--from-images needs at least one image", "give CLASS then the image files")
+    digests = [file_sha256(p) for p in photos]  # every photo readable before anything is written
+    check_writable(out)
+    s = SupportSet(out / vclass.slug)
+    s.written_files()  # a folder of the user's own photos is refused before any model loads
+    size = int(as_generator(registry.load(registry.get_preset(preset), "generator", device, dtype)).image_size)
+    settings = {"source": SOURCE_IMAGES, "class": vclass.name, "phrase": vclass.prompt, "size": size,
+                "sources": digests}
+    with locked(s.path):
+        # overwrite=False here: the photos may lie in the folder --overwrite clears, so they are
+        # decoded before anything there is removed.
+        if not overwrite and prepare(s, settings, False, lambda: s.image_indices() == list(range(len(photos)))):
+            log.logger.info("%s: complete, skipped", s.path)
+            return s.path
+        pictures = [squash_image(p, size) for p in log.progress(photos, desc=vclass.name, unit="img")]
+        if overwrite:
+            s.clear()
+        record = provenance.identity({}, settings)
+        for i, (photo, digest, (rgb, note)) in enumerate(zip(photos, digests, pictures)):
+            s.write_image(i, rgb, {**record, "index": i, "source_name": photo.name, "source_sha256": digest,
+                                   "converted": note})
+    return s.path
+
+
+def squash_image(path: Path, size: int) -> tuple[np.ndarray, str | None]:
+    """Any image as uint8 RGB [size, size, 3] (METHOD.md §7.1 decoding, then squashed with LANCZOS),
+    with a note of what was converted (None when it already was size × size RGB)."""
+    from PIL import Image
+
+    rgb, note = read_rgb(path)
+    h, w = rgb.shape[:2]
+    if (h, w) == (size, size):
+        return rgb, note
+    squashed = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
+    return squashed, "; ".join(filter(None, [note, f"{w}x{h} squashed to {size}x{size}"]))
 
 
 def _safety(p: registry.Preset, device: torch.device, dtype: torch.dtype, wanted: bool | None) -> SafetyFilter | None:

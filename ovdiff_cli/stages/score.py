@@ -1,7 +1,11 @@
 """score: per-class IoU and mIoU of label maps against ground truths (METHOD.md §8).
 
-Pairs are matched by file stem. Counts are additive, so ``--shard`` runs can be merged by
-summing their JSON outputs (``--merge``).
+Pairs are matched by file stem. Predictions are told from side files by their PNG metadata, not
+their names: a PNG that ovdiff wrote as something else than a label map (an overlay, an explain
+picture) is skipped, every other PNG of the folder is a prediction. The vocabulary recorded in
+the predictions must be the one scored (names and order), so labels never score under another
+class's name. Counts are additive, so ``--shard`` runs can be merged by summing their JSON
+outputs (``--merge``).
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ from ovdiff_cli import log
 from ovdiff_cli.core import score as core
 from ovdiff_cli.errors import BadFile, BadInput
 from ovdiff_cli.formats.datasets import open_dataset
-from ovdiff_cli.formats.labelmap import read_label_map, read_label_map_meta
+from ovdiff_cli.formats.images import read_png_metadata
+from ovdiff_cli.formats.labelmap import LABELMAP_SCHEMA, read_label_map
 from ovdiff_cli.formats.vocabulary import Vocabulary, builtin
 from ovdiff_cli.options import Shard
 
-#: Side files `ovdiff segment` writes beside its label maps; never predictions.
-SIDE_SUFFIXES = (".overlay.png", ".explain.png")
+MADE_BY = "ovdiff segment"
 
 
 @dataclass
@@ -53,40 +57,112 @@ class Report:
                 "pred": self.counts.pred.tolist(), "label": self.counts.label.tolist(), "warnings": self.warnings}
 
 
-def _files(arg: Path, what: str) -> dict[str, Path]:
+def _is_picture(path: Path) -> bool:
+    """True for a PNG that ovdiff wrote as anything but a label map (overlay, explain picture, …)."""
+    schema = read_png_metadata(path, MADE_BY).get("schema")
+    return isinstance(schema, str) and schema.startswith("ovdiff.") and schema != LABELMAP_SCHEMA
+
+
+def _list_file(arg: Path) -> list[Path]:
+    """The paths a text file lists, one per line, verbatim (only the line end is dropped)."""
+    try:
+        text = arg.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise BadFile(arg, "is neither a folder, a PNG label map, nor a UTF-8 text file listing label maps",
+                      fix="give a folder of label maps, one .png, or a file with one path per line") from None
+    return [Path(line.removesuffix("\r")) for line in text.split("\n") if line.strip()]
+
+
+def _files(arg: Path, what: str, predictions: bool = False) -> dict[str, Path]:
     """stem → label map from a folder, or from a text file listing paths."""
+    pictures: list[Path] = []
     if arg.is_dir():
-        files = [p for p in sorted(arg.glob("*.png")) if not p.name.endswith(SIDE_SUFFIXES)]
+        files = sorted(arg.glob("*.png"))
+        if predictions:
+            pictures = [p for p in files if _is_picture(p)]
+            if pictures:
+                log.logger.debug("%d pictures ovdiff made beside the label maps (e.g. %s) are not predictions",
+                                 len(pictures), pictures[0].name)
+            files = [p for p in files if p not in pictures]
     elif arg.is_file() and arg.suffix.lower() != ".png":
-        files = [Path(line.strip()) for line in arg.read_text().splitlines() if line.strip()]
+        files = _list_file(arg)
     elif arg.is_file():
         files = [arg]
     else:
         raise BadFile(arg, "does not exist", fix=f"give a folder of {what} label maps or a file listing them")
+    if not files:
+        only = f", only {len(pictures)} pictures ovdiff made beside label maps" if pictures else ""
+        raise BadFile(arg, f"holds no {what} label maps (.png){only}", fix=f"give the folder of the {what} label maps")
     out: dict[str, Path] = {}
     for p in files:
         if p.stem in out:
-            raise BadFile(p, f"has the same name as {out[p.stem]}", fix="label maps are matched by name: keep them unique")
+            raise BadFile(p, f"has the same name as {out[p.stem]}",
+                          fix="label maps are matched by name: keep them unique")
         out[p.stem] = p
     return out
 
 
+def recorded_vocabulary(path: Path) -> Vocabulary | None:
+    """The vocabulary a prediction's metadata records (None when it records none)."""
+    meta = read_png_metadata(path, MADE_BY).get("vocabulary")
+    if meta is None:
+        return None
+    bad = BadFile(path, "has a malformed 'vocabulary' in its ovdiff metadata (not {name, classes: "
+                        "[[name, prompt, kind], …]})", fix="give label maps written by `ovdiff segment`, or "
+                                                           "maps without ovdiff metadata and --vocab")
+    if not (isinstance(meta, dict) and isinstance(meta.get("name"), str) and isinstance(meta.get("classes"), list)
+            and all(isinstance(c, list) and len(c) == 3 and all(isinstance(v, str) for v in c)
+                    for c in meta["classes"])):
+        raise bad
+    try:
+        return Vocabulary.from_meta(meta)
+    except BadInput as e:
+        raise BadFile(path, f"records a vocabulary that cannot be used ({e.message})", fix=bad.fix) from None
+
+
 def resolve_vocabulary(vocab: Vocabulary | None, dataset_vocab: str | None, preds: Sequence[Path]) -> Vocabulary:
-    if vocab is not None:
-        return vocab
-    if dataset_vocab is not None:
-        return builtin(dataset_vocab)
-    for p in preds[:1]:
-        meta = read_label_map_meta(p).get("vocabulary")
-        if meta:
-            return Vocabulary.from_meta(meta)
-    raise BadInput("the predictions do not say their vocabulary", "pass --vocab")
+    """The vocabulary to score: --vocab, else the dataset's, else the one the predictions record;
+    whichever it is, every prediction that records a vocabulary must record the same class names
+    in the same order (label i means the i-th name)."""
+    wanted = vocab if vocab is not None else builtin(dataset_vocab) if dataset_vocab is not None else None
+    if vocab is not None and dataset_vocab is not None and vocab.names != builtin(dataset_vocab).names:
+        raise BadInput(f"--vocab {_listed(vocab.names)} is not the classes of the dataset ({dataset_vocab}) in "
+                       f"their order: {_difference(vocab.names, builtin(dataset_vocab).names, 'the dataset')}",
+                       "leave --vocab out with --dataset")
+    source = "--vocab" if vocab is not None else f"the dataset ({dataset_vocab})"
+    for p in preds:
+        recorded = recorded_vocabulary(p)
+        if recorded is None:
+            continue
+        if wanted is None:
+            wanted, source = recorded, str(p)
+        if recorded.names != wanted.names:
+            raise BadFile(p, f"was made with the classes {_listed(recorded.names)}, not {_listed(wanted.names)} "
+                             f"of {source}: {_difference(recorded.names, wanted.names, source)}", MADE_BY,
+                          fix="score with the vocabulary the maps were made with (order included), or "
+                              "segment again with this one")
+    if wanted is None:
+        raise BadInput("the predictions do not say their vocabulary", "pass --vocab")
+    return wanted
+
+
+def _difference(have: Sequence[str], want: Sequence[str], source: str) -> str:
+    """Where two class lists first part: the lists shown are cut short, the difference may lie beyond."""
+    for i, (x, y) in enumerate(zip(have, want)):
+        if x != y:
+            return f"label {i + 1} is {x!r} there, {y!r} in {source}"
+    return f"{len(have)} classes there, {len(want)} in {source}"
+
+
+def _listed(names: Sequence[str], most: int = 6) -> str:
+    shown = ", ".join(repr(n) for n in names[:most])
+    return f"[{shown}{', …' if len(names) > most else ''}]"
 
 
 def score(pred: Path, gt: Path, vocab: Vocabulary | None = None, dataset: str | None = None,
           background: bool = True, strict: bool = False, shard: Shard = Shard()) -> Report:
     """Score every ground truth of ``gt`` (a folder, a list file, or a dataset root with ``dataset``)."""
-    preds = _files(pred, "predicted")
+    preds = _files(pred, "predicted", predictions=True)
     if dataset is not None:
         ds = open_dataset(dataset, gt)
         truths = {i: g for i, _, g in ds.items}
@@ -96,7 +172,12 @@ def score(pred: Path, gt: Path, vocab: Vocabulary | None = None, dataset: str | 
         truths = _files(gt, "ground-truth")
         protocol = {"dataset": None, "ground_truth": str(gt), "ignore_label": 255,
                     "resize": "predictions are compared at the ground truth's size"}
-    vocabulary = resolve_vocabulary(vocab, dataset and ds.vocabulary, list(preds.values()))
+    matched = [s for s in truths if s in preds]
+    if not matched:
+        raise BadInput(f"none of the {len(preds)} predictions in {pred} has the name of one of the {len(truths)} "
+                       f"ground truths (first prediction: {next(iter(preds))}, first ground truth: "
+                       f"{next(iter(truths))})", "label maps are matched by file name: give the matching folders")
+    vocabulary = resolve_vocabulary(vocab, dataset and ds.vocabulary, [preds[s] for s in matched])
     names = (["background"] if background else []) + vocabulary.names
     k = len(names)
     protocol.update({"vocabulary": vocabulary.name, "classes": k,
@@ -113,11 +194,11 @@ def score(pred: Path, gt: Path, vocab: Vocabulary | None = None, dataset: str | 
             if strict:
                 raise BadInput(message, "drop --strict to score the pairs that match")
             log.logger.warning("warning: %s; they are left out", message)
-    pairs = shard.select([(s, preds[s], truths[s]) for s in truths if s in preds])
+    pairs = shard.select([(s, preds[s], truths[s]) for s in matched])
     counts = core.Counts.zeros(k)
     no_class = 0
     for stem, p, g in log.progress(pairs, desc="score", unit="img"):
-        y, t = read_label_map(p, "ovdiff segment"), read_label_map(g)
+        y, t = read_label_map(p, MADE_BY), read_label_map(g)
         if y.shape != t.shape:
             raise BadFile(p, f"is {y.shape[1]}×{y.shape[0]}, its ground truth {g} {t.shape[1]}×{t.shape[0]}",
                           fix="segment at the original image size (ovdiff segment does)")
@@ -136,7 +217,7 @@ def score(pred: Path, gt: Path, vocab: Vocabulary | None = None, dataset: str | 
             raise BadInput(message, "segment with --no-background")
         log.logger.warning("warning: %s; they count as wrong", message)
     if not pairs:
-        log.logger.warning("warning: no prediction matches a ground truth; every IoU is undefined")
+        log.logger.warning("warning: shard %s holds none of the %d matched pairs", shard, len(matched))
     return Report(names, counts, protocol, len(pairs), warnings)
 
 

@@ -7,10 +7,29 @@ pairs covering each pixel; optional PAMR; back to the original size; floor and a
 
 Windows are batched per extractor across a group of images (windows of equal prepared size go
 through the network together); banks are loaded once per run.
+
+Reruns follow the one provenance rule (formats/provenance.py). Each label map and each side file
+(overlay, scores, explanation) records its inputs, as content digests: the image's and the
+banks' (and, with --candidates, the image's active classes); and the settings: vocabulary,
+segment settings, pre-filter, models. An image is segmented again when one of the outputs asked
+for is missing or stale; other settings are an error; a file ovdiff did not make, or an input,
+where an output goes is refused even with --overwrite. Every output of the shard is checked
+before any model loads, so a refusal writes nothing; and no two outputs may share a path (two
+images named alike, or ``a.png``'s overlay and ``a.overlay.png``'s label map).
+
+Locks: one per image, on its label map (``.<stem>.png.lock``), covering its side files too. A
+group of images (--images-per-batch) takes its images' locks in sorted order, so two processes
+locking overlapping groups cannot deadlock; re-checks their provenance under the locks; then
+segments and writes them. Per image rather than per folder, so that `--shard K/N` processes
+writing different images into one folder run in parallel, while two runs over the same image
+never interleave: the second waits, then reuses what the first made, or refuses (other
+settings) with one line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +44,14 @@ from ovdiff_cli.core import segment as core
 from ovdiff_cli.core.settings import SegmentSettings
 from ovdiff_cli.core.windows import Window, resized_size, windows
 from ovdiff_cli.errors import BadFile, BadInput, ModelUnavailable
+from ovdiff_cli.formats import provenance
 from ovdiff_cli.formats.atomic import file_sha256
 from ovdiff_cli.formats.candidates import read_candidates
 from ovdiff_cli.formats.images import open_image, to_rgb8, write_rgb_png
-from ovdiff_cli.formats.labelmap import PALETTE, read_label_map_meta, write_label_map
+from ovdiff_cli.formats.labelmap import LABELMAP_SCHEMA, OVERLAY_SCHEMA, PALETTE, write_label_map
+from ovdiff_cli.formats.lock import locked
 from ovdiff_cli.formats.prototypes import Bank, read_bank
-from ovdiff_cli.formats.segmentation import Explanation, write_explanation, write_scores
+from ovdiff_cli.formats.segmentation import SCORES, Explanation, explain_schema, write_explanation, write_scores
 from ovdiff_cli.formats.vocabulary import Vocabulary
 from ovdiff_cli.models import registry
 from ovdiff_cli.models.extractors import as_extractor, slot_of, window_input
@@ -99,6 +120,7 @@ class Segmenter:
         self.batch_size = batch_size
         self.explain = explain
         self.extractors = extractors
+        self.bank_files = {ex: f for ex, (f, _) in banks.items()}
         any_bank = next(iter(banks.values()))[1]
         self.vocabulary: Vocabulary = any_bank.vocabulary
         self.n = len(self.vocabulary) + 1
@@ -134,7 +156,8 @@ class Segmenter:
                     chunk = items[k : k + self.batch_size]
                     feats = ex.features(torch.stack([x for _, _, x in chunk]))
                     for (job, win, _), f in zip(chunk, feats):
-                        owners = None if not self.settings.keep_inactive_bg else torch.arange(self.n, device=self.device)
+                        owners = (torch.arange(self.n, device=self.device) if self.settings.keep_inactive_bg
+                                  else None)
                         scores, rows = core.class_scores(f.to(self.device), fg, bg, job.active, owners)
                         job.acc.add(scores, win)
                         if self.explain:
@@ -186,33 +209,141 @@ def overlay_picture(rgb: np.ndarray, labels: np.ndarray, names: list[str], alpha
     return np.concatenate([blend, np.asarray(legend)], axis=0)
 
 
-def active_masks(images: Sequence[Path], vocab: Vocabulary, candidates: Path | None, prefilter: bool,
+#: The side files segment writes beside ``<stem>.png`` on request: kind → (suffix, schema).
+SIDE_FILES: dict[str, tuple[str, str]] = {
+    "overlay": (".overlay.png", OVERLAY_SCHEMA),
+    "scores": (".scores.safetensors", SCORES.id),
+    "explain": (".explain.safetensors", explain_schema([]).id),
+}
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where one image's results go: its label map, the side files asked for, and the others."""
+
+    image: Path
+    label_map: Path
+    sides: dict[str, Path]               # kind → path, asked for now
+    others: dict[str, Path]              # kind → path, not asked for (removed when stale)
+
+    def files(self) -> list[tuple[Path, str]]:
+        """(path, schema) of every output to make or reuse."""
+        return [(self.label_map, LABELMAP_SCHEMA)] + [(p, SIDE_FILES[k][1]) for k, p in self.sides.items()]
+
+
+def plan_outputs(images: Sequence[Path], out: Path, wanted: Sequence[str]) -> list[Outputs]:
+    """The outputs of every image, refusing two that would land on one path (two images named
+    alike, or ``a.png``'s overlay and ``a.overlay.png``'s label map)."""
+    owner: dict[Path, str] = {}
+    plans = []
+    for image in images:
+        paths = {"label map": out / f"{image.stem}.png",
+                 **{k: out / f"{image.stem}{suffix}" for k, (suffix, _) in SIDE_FILES.items()}}
+        for kind, path in paths.items():
+            if kind != "label map" and kind not in wanted:
+                continue
+            what = f"the {kind} of {image}"
+            if path in owner:
+                raise BadInput(f"{path} would be both {owner[path]} and {what}",
+                               "segment images whose names clash into different -o folders, or rename one")
+            owner[path] = what
+        plans.append(Outputs(image, paths["label map"], {k: paths[k] for k in SIDE_FILES if k in wanted},
+                             {k: paths[k] for k in SIDE_FILES if k not in wanted}))
+    return plans
+
+
+def refuse_inputs_as_outputs(plans: Sequence[Outputs], inputs: dict[Path, str]) -> None:
+    """An output path that is one of this run's input files (``segment photos/*.png -o photos``)
+    is refused by name, with or without ``--overwrite``."""
+    ids: dict[tuple[int, int], tuple[Path, str]] = {}
+    for path, role in inputs.items():
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            ids[(st.st_dev, st.st_ino)] = (path, role)
+    for plan in plans:
+        for path, _ in plan.files():
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            hit = ids.get((st.st_dev, st.st_ino))
+            if hit is not None:
+                same = "" if Path(os.path.abspath(hit[0])) == Path(os.path.abspath(path)) else f" ({hit[0]})"
+                raise BadFile(path, f"is an input of this run, {hit[1]}{same}, and where an output would go, so "
+                                    "ovdiff will not write it (not even with --overwrite)",
+                              fix="choose an -o folder that holds no input")
+
+
+def extractor_slots(banks: dict[str, tuple[Path, Bank]], preset: registry.Preset) -> dict[str, str]:
+    """The preset's slot for each bank's extractor (an error names a bank the preset cannot serve)."""
+    slots = {}
+    for name in sorted(banks):
+        features = banks[name][1].meta.get("features") or {}
+        variant = "l16" if str(features.get("model", "")).startswith("mae-vitl16") else "b16"
+        slot = slot_of(name, variant)
+        if slot not in preset.slots:
+            raise BadFile(banks[name][0], f"is a bank of the extractor {name!r}, which preset {preset.name!r} lacks",
+                          fix="segment with the --models preset the prototypes came from")
+        slots[name] = slot
+    return slots
+
+
+@dataclass(frozen=True)
+class Prefilter:
+    """Where each image's active classes come from, known before any model loads."""
+
+    active: list[list[str]] | None       # per image, from --candidates; None: all, or classify in-process
+    scorer: list[str | None]             # per image, the CLIP model that chose them (None: none, or unknown)
+
+
+def candidate_actives(images: Sequence[Path], digests: Sequence[str], vocab: Vocabulary, candidates: Path | None,
+                      prefilter: bool, preset: registry.Preset) -> Prefilter:
+    """The active classes of each image from the candidates file, checked against the images."""
+    if not prefilter:
+        return Prefilter(None, [None] * len(images))
+    if candidates is None:
+        scorer = preset.slots.get("scorer")
+        return Prefilter(None, [scorer.key if scorer else None] * len(images))
+    by_image = {r.image: r for r in read_candidates(candidates)}
+    missing = [str(p) for p in images if str(p) not in by_image]
+    if missing:
+        raise BadFile(candidates, f"has no record of {missing[0]}" + (f" and {len(missing) - 1} more images"
+                                                                      if len(missing) > 1 else ""),
+                      fix="run `ovdiff classify` on the same images, or pass --no-prefilter")
+    records = [by_image[str(p)] for p in images]
+    scorers: list[str | None] = []
+    for r, digest in zip(records, digests):
+        unknown = [a for a in r.active if a not in vocab.names]
+        if unknown:
+            raise BadFile(candidates, f"names class {unknown[0]!r}, not in the banks' vocabulary",
+                          fix="classify with the banks' vocabulary")
+        inputs, settings = r.extra.get("inputs"), r.extra.get("settings")
+        recorded = inputs.get("image_sha256") if isinstance(inputs, dict) else None
+        if recorded is not None and recorded != digest:
+            raise BadFile(candidates, f"was made from another version of {r.image} (its content changed since)",
+                          fix="run `ovdiff classify` on it again, or pass --no-prefilter")
+        model = settings.get("model") if isinstance(settings, dict) else None
+        scorers.append(model if isinstance(model, str) else None)
+    return Prefilter([list(r.active) for r in records], scorers)
+
+
+def active_masks(images: Sequence[Path], vocab: Vocabulary, pre: Prefilter, prefilter: bool,
                  classify_kwargs: dict[str, Any]) -> list[torch.Tensor]:
     """bool [C+1] per image: the classes segment may use (index 0, background, always set)."""
     n = len(vocab) + 1
     if not prefilter:
         return [torch.ones(n, dtype=torch.bool) for _ in images]
-    if candidates is not None:
-        by_image = {r.image: r for r in read_candidates(candidates)}
-        missing = [str(p) for p in images if str(p) not in by_image]
-        if missing:
-            raise BadFile(candidates, f"has no record of {missing[0]}" + (f" and {len(missing) - 1} more images"
-                                                                          if len(missing) > 1 else ""),
-                          fix="run `ovdiff classify` on the same images, or pass --no-prefilter")
-        records = [by_image[str(p)] for p in images]
+    if pre.active is not None:
+        actives = pre.active
     else:
         from ovdiff_cli.stages.classify import classify
 
-        records = classify(images, vocab, **classify_kwargs)
+        actives = [r.active for r in classify(images, vocab, **classify_kwargs)]
     out = []
-    for r in records:
-        unknown = [a for a in r.active if a not in vocab.names]
-        if unknown:
-            raise BadFile(candidates or Path("-"), f"names class {unknown[0]!r}, not in the banks' vocabulary",
-                          fix="classify with the banks' vocabulary")
+    for active in actives:
         m = torch.zeros(n, dtype=torch.bool)
         m[0] = True
-        for a in r.active:
+        for a in active:
             m[vocab.label_of(a)] = True
         out.append(m)
     return out
@@ -224,48 +355,60 @@ def segment(images: Sequence[Path], bank_paths: Sequence[Path], out: Path, prese
             candidates: Path | None = None, prefilter: bool = True, batch_size: int = 8, images_per_batch: int = 2,
             shard: Shard = Shard(), overwrite: bool = False, overlay: bool = False, save_scores: bool = False,
             explain: bool = False, expected_classes: Sequence[str] | None = None) -> list[Path]:
-    """Write ``out/<stem>.png`` (and the asked-for side files) for every image of this shard.
+    """Write ``out/<stem>.png`` (and the asked-for side files) for every image of this shard;
+    return the label maps of this shard's images, in order.
 
     ``expected_classes``: the class names a dataset scores; banks of another vocabulary are an error.
     """
     device = torch.device(device)
-    stems: dict[str, Path] = {}
+    images = [Path(p) for p in images]
     for p in images:
-        if not Path(p).is_file():
-            raise BadFile(p, "does not exist" if not Path(p).exists() else "is not a file", fix="give image files")
-        if p.stem in stems:
-            raise BadInput(f"{p} and {stems[p.stem]} would both write {p.stem}.png",
-                           "segment images with the same name into different -o folders")
-        stems[p.stem] = p
+        if not p.is_file():
+            raise BadFile(p, "does not exist" if not p.exists() else "is not a file", fix="give image files")
+    wanted = [k for k, on in (("overlay", overlay), ("scores", save_scores), ("explain", explain)) if on]
+    plans = plan_outputs(images, out, wanted)  # all images: shards of one run must not clash either
     banks = load_banks(bank_paths)
     vocab = next(iter(banks.values()))[1].vocabulary
     if expected_classes is not None and list(expected_classes) != vocab.names:
         f = next(iter(banks.values()))[0]
         raise BadFile(f, f"holds the classes of {vocab.name}, not the dataset's ({len(expected_classes)} classes)",
                       fix="build the banks with the dataset's --vocab")
-    mine = shard.select(list(images))
+    refuse_inputs_as_outputs(plans, {**{p: "an image" for p in images}, **{f: "a bank" for f, _ in banks.values()},
+                                     **({candidates: "the candidates file"} if candidates is not None else {})})
+    mine = shard.select(plans)
     check_writable(out)
-    meta_base = {"vocabulary": vocab.to_meta(), "settings": settings.to_meta(), "prefilter": prefilter,
-                 "banks": {ex: {"file": str(f), "sha256": file_sha256(f)} for ex, (f, _) in sorted(banks.items())}}
-    wanted_sides = [suffix for suffix, on in ((".overlay.png", overlay), (".scores.safetensors", save_scores),
-                                              (".explain.safetensors", explain)) if on]
-    todo = [p for p in mine if overwrite or not _done(out, p.stem, meta_base, wanted_sides)]
-    if len(todo) < len(mine):
-        log.logger.info("%d of %d label maps exist, skipped", len(mine) - len(todo), len(mine))
-    written = [out / f"{p.stem}.png" for p in mine if p not in todo]
-    if not todo:
-        return written
     p = registry.get_preset(preset)
-    actives = active_masks(todo, vocab, candidates, prefilter,
-                           {"preset": preset, "device": device, "dtype": dtype})
+    slots = extractor_slots(banks, p)
+    digests = [file_sha256(plan.image) for plan in mine]
+    pre = candidate_actives([plan.image for plan in mine], digests, vocab, candidates, prefilter, p)
+    common = {"vocabulary": vocab.to_meta(), "settings": settings.to_meta(), "prefilter": prefilter}
+    identities = _identities(digests, {ex: file_sha256(f) for ex, (f, _) in sorted(banks.items())}, pre, common,
+                             {ex: p.slots[slot].key for ex, slot in slots.items()})
+    # Every output of this shard is checked before any model loads, so that a refusal writes nothing.
+    todo = [k for k, plan in enumerate(mine) if not _reusable(plan, *identities[k], overwrite)]
+    if len(todo) < len(mine):
+        log.logger.info("%d of %d label maps exist, made from the same images and settings: reused",
+                        len(mine) - len(todo), len(mine))
+    if todo:
+        pre_todo = Prefilter([pre.active[k] for k in todo] if pre.active is not None else None,
+                             [pre.scorer[k] for k in todo])
+        actives = dict(zip(todo, active_masks([mine[k].image for k in todo], vocab, pre_todo, prefilter,
+                                              {"preset": preset, "device": device, "dtype": dtype})))
+        seg = Segmenter(banks, _load_extractors(banks, slots, p, preset, device, dtype, vit_dtype), settings, device,
+                        batch_size, explain)
+        groups = [todo[k : k + images_per_batch] for k in range(0, len(todo), images_per_batch)]
+        for group in log.progress(groups, desc="segment", unit="batch"):
+            _segment_group(seg, [mine[k] for k in group], [identities[k] for k in group],
+                           [actives[k] for k in group], vocab, overwrite)
+    return [plan.label_map for plan in mine]
+
+
+def _load_extractors(banks: dict[str, tuple[Path, Bank]], slots: dict[str, str], p: registry.Preset, preset: str,
+                     device: torch.device, dtype: torch.dtype,
+                     vit_dtype: torch.dtype | None) -> dict[str, FeatureExtractor]:
     extractors = {}
-    for name in sorted(banks):
+    for name, slot in slots.items():
         features = banks[name][1].meta.get("features") or {}
-        variant = "l16" if str(features.get("model", "")).startswith("mae-vitl16") else "b16"
-        slot = slot_of(name, variant)
-        if slot not in p.slots:
-            raise BadFile(banks[name][0], f"is a bank of the extractor {name!r}, which preset {preset!r} lacks",
-                          fix="segment with the --models preset the prototypes came from")
         net_dtype = dtype if name == "sd" else (vit_dtype or dtype)
         ex = as_extractor(name, registry.load(p, slot, device, net_dtype),
                           sd_layers=features.get("layers", "default"), sd_timestep=features.get("timestep", 200),
@@ -275,45 +418,88 @@ def segment(images: Sequence[Path], bank_paths: Sequence[Path], out: Path, prese
             raise ModelUnavailable(slot, "the registry", "its object is not a FeatureExtractor")
         if features and ex.settings() != features:
             raise BadFile(banks[name][0], "was made with other feature settings or models than this preset gives "
-                                          f"({preset})", fix="segment with the --models preset the prototypes came from")
+                                          f"({preset})",
+                          fix="segment with the --models preset the prototypes came from")
         extractors[name] = ex
-    seg = Segmenter(banks, extractors, settings, device, batch_size, explain)
-    groups = [list(range(k, min(k + images_per_batch, len(todo)))) for k in range(0, len(todo), images_per_batch)]
-    for group in log.progress(groups, desc="segment", unit="batch"):
-        jobs = [seg.start(todo[i], read_image(todo[i]), actives[i]) for i in group]
+    return extractors
+
+
+#: (inputs, settings) of one image's outputs, as :func:`provenance.decide` compares them.
+Identity = tuple[dict[str, Any], dict[str, Any]]
+
+
+def _identities(digests: Sequence[str], bank_digests: dict[str, str], pre: Prefilter, common: dict[str, Any],
+                extractors: dict[str, str]) -> list[Identity]:
+    """Per image: the content digests it is made from, and the settings, pre-filter and models."""
+    out = []
+    for k, digest in enumerate(digests):
+        inputs: dict[str, Any] = {"image_sha256": digest, "banks": bank_digests}
+        if pre.active is not None:
+            inputs["active"] = pre.active[k]
+        out.append((inputs, {**common, "models": {"extractors": extractors, "scorer": pre.scorer[k]}}))
+    return out
+
+
+def _reusable(plan: Outputs, inputs: dict[str, Any], settings: dict[str, Any], overwrite: bool) -> bool:
+    """True when the label map and every side file asked for can be reused as they are.
+
+    Every output is asked (no short cut), so a file that ovdiff may not replace is refused even
+    when another output of the image has to be made anyway.
+    """
+    reuse = [provenance.decide(path, schema, stage="segment", inputs=inputs, settings=settings, overwrite=overwrite)
+             for path, schema in plan.files()]
+    return all(reuse)
+
+
+def _segment_group(seg: Segmenter, plans: list[Outputs], identities: list[Identity], actives: list[torch.Tensor],
+                   vocab: Vocabulary, overwrite: bool) -> None:
+    """Segment and write a group of images, holding their locks (taken in sorted order, so two
+    processes locking overlapping groups cannot deadlock) and re-checking provenance under them:
+    another process may have made these outputs while this one waited."""
+    with contextlib.ExitStack() as stack:
+        for path in sorted(plan.label_map for plan in plans):
+            stack.enter_context(locked(path))
+        keep = [k for k, plan in enumerate(plans) if not _reusable(plan, *identities[k], overwrite)]
+        if not keep:
+            return
+        jobs = [seg.start(plans[k].image, read_image(plans[k].image), actives[k]) for k in keep]
         seg.run(jobs)
-        for i, job in zip(group, jobs):
-            written.append(_write(out, job, seg.finish(job, save_scores), {**meta_base, "image": str(todo[i]),
-                                  "active": [vocab.names[c - 1] for c in torch.nonzero(actives[i]).flatten().tolist()
-                                             if c > 0]}, vocab, overlay))
-    return written
+        for k, job in zip(keep, jobs):
+            _write(plans[k], seg.finish(job, "scores" in plans[k].sides), identities[k], job, vocab, actives[k],
+                   seg.bank_files)
+            _remove_stale_sides(plans[k], *identities[k], overwrite)
 
 
-def _done(out: Path, stem: str, meta: dict[str, Any], side_suffixes: Sequence[str]) -> bool:
-    """A label map that exists, was made the same way and has every side file asked for now; one
-    made otherwise is an error. A missing side file means the image is segmented again."""
-    path = out / f"{stem}.png"
-    if not path.is_file():
-        return False
-    old = read_label_map_meta(path)
-    differ = [k for k in ("vocabulary", "settings", "banks", "prefilter") if old.get(k) != meta[k]]
-    if differ:
-        raise BadFile(path, f"was made with other {', '.join(differ)}", fix="pass --overwrite to redo it, or choose another -o")
-    return all((out / f"{stem}{suffix}").is_file() for suffix in side_suffixes)
-
-
-def _write(out: Path, job: ImageJob, result: Result, meta: dict[str, Any], vocab: Vocabulary, overlay: bool) -> Path:
-    stem = job.path.stem
-    inputs = {"image_sha256": file_sha256(job.path)}
-    if result.scores is not None:
-        write_scores(out / f"{stem}.scores.safetensors", result.scores,
-                     {"image": str(job.path), "vocabulary": vocab.to_meta(), "inputs": inputs})
-    if result.explanation is not None:
+def _write(plan: Outputs, result: Result, identity: Identity, job: ImageJob, vocab: Vocabulary,
+           active: torch.Tensor, bank_files: dict[str, Path]) -> Path:
+    """The side files first, the label map last: a label map means its image is done."""
+    meta = {**provenance.identity(*identity), "image": str(plan.image),
+            "active": [vocab.names[c - 1] for c in torch.nonzero(active).flatten().tolist() if c > 0]}
+    if "scores" in plan.sides and result.scores is not None:
+        write_scores(plan.sides["scores"], result.scores, meta)
+    if "explain" in plan.sides and result.explanation is not None:
         e = result.explanation
-        write_explanation(out / f"{stem}.explain.safetensors", Explanation(
-            e.labels, e.rows, e.similarity, {"image": str(job.path), "vocabulary": vocab.to_meta(),
-                                             "banks": meta["banks"], "inputs": inputs,
-                                             "size": list(job.rgb.shape[:2]), "resized": list(e.labels.shape)}))
-    if overlay:
-        write_rgb_png(out / f"{stem}.overlay.png", overlay_picture(job.rgb, result.labels, vocab.names))
-    return write_label_map(out / f"{stem}.png", result.labels, {**meta, "inputs": inputs})
+        banks = {ex: {"file": str(f), "sha256": identity[0]["banks"][ex]} for ex, f in sorted(bank_files.items())}
+        write_explanation(plan.sides["explain"], Explanation(e.labels, e.rows, e.similarity, {
+            **meta, "banks": banks, "size": list(job.rgb.shape[:2]), "resized": list(e.labels.shape)}))
+    if "overlay" in plan.sides:
+        write_rgb_png(plan.sides["overlay"], overlay_picture(job.rgb, result.labels, vocab.names),
+                      {"schema": OVERLAY_SCHEMA, **meta})
+    return write_label_map(plan.label_map, result.labels, {"schema": LABELMAP_SCHEMA, **meta})
+
+
+def _remove_stale_sides(plan: Outputs, inputs: dict[str, Any], settings: dict[str, Any], overwrite: bool) -> None:
+    """Side files not asked for this time that belonged to the label map just replaced (made by
+    ovdiff with the same settings from other inputs, or any of ovdiff's with --overwrite) would
+    now describe another image: remove them. Others (a user's file, other settings) stay."""
+    for kind, path in plan.others.items():
+        try:
+            meta = provenance.check_replaceable(path, SIDE_FILES[kind][1])
+            stale = meta is not None and not provenance.compare(path, meta, stage="segment", inputs=inputs,
+                                                                settings=settings, overwrite=overwrite)
+        except BadFile:
+            continue  # not ovdiff's, another kind, or made with other settings: not this run's to remove
+        if stale:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            log.logger.info("%s: removed, it belonged to the label map made before", path)

@@ -299,3 +299,133 @@ def test_write_png_replaces_atomically(tmp_path: Path):
     with Image.open(path) as im:
         assert png_metadata(im, path) == {"v": 2}
     assert os.listdir(tmp_path) == ["a.png"]
+
+
+# ---------------------------------------------------------------------------------------------
+# EXIF orientation and the pixel limit
+
+def _stored(path: Path) -> np.ndarray:
+    """The pixels as stored in the file, with no orientation applied (Pillow never applies it itself)."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB")).copy()
+
+
+# What a viewer shows for each EXIF orientation, written with numpy (TIFF/EXIF 2.3 table).
+ORIENTED = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],                          # mirrored left-right
+    3: lambda a: a[::-1, ::-1],                       # turned 180°
+    4: lambda a: a[::-1],                             # mirrored top-bottom
+    5: lambda a: a.transpose(1, 0, 2),                # mirrored along the main diagonal
+    6: lambda a: np.rot90(a, -1),                     # turned 90° clockwise
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),    # mirrored along the other diagonal
+    8: lambda a: np.rot90(a, 1),                      # turned 90° counter-clockwise
+}
+
+
+def quadrant_jpeg(path: Path, orientation: int | None) -> Path:
+    """320 wide × 240 high: red, green over blue, white quadrants; the orientation tag if given."""
+    rgb = np.zeros((240, 320, 3), np.uint8)
+    rgb[:120, :160] = (255, 0, 0)
+    rgb[:120, 160:] = (0, 255, 0)
+    rgb[120:, :160] = (0, 0, 255)
+    rgb[120:, 160:] = 255
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[images.EXIF_ORIENTATION] = orientation
+    Image.fromarray(rgb).save(path, quality=95, exif=exif.tobytes())
+    return path
+
+
+@pytest.mark.parametrize("orientation", sorted(ORIENTED))
+def test_exif_orientation_is_applied(tmp_path: Path, orientation: int):
+    path = quadrant_jpeg(tmp_path / "photo.jpg", orientation)
+    rgb, _ = read_rgb(path)
+    expected = ORIENTED[orientation](_stored(path))
+    assert rgb.shape == expected.shape and (rgb == expected).all()
+
+
+def test_orientation_6_stands_a_landscape_photo_up(tmp_path: Path):
+    rgb, _ = read_rgb(quadrant_jpeg(tmp_path / "photo.jpg", 6))
+    assert rgb.shape == (320, 240, 3)
+    # turned clockwise: stored top-left (red) is now top-right, bottom-left (blue) top-left
+    corners = {"top-left": rgb[80, 60], "top-right": rgb[80, 180], "bottom-left": rgb[240, 60],
+               "bottom-right": rgb[240, 180]}
+    want = {"top-left": (0, 0, 255), "top-right": (255, 0, 0), "bottom-left": (255, 255, 255),
+            "bottom-right": (0, 255, 0)}
+    for k, colour in want.items():
+        assert np.abs(corners[k].astype(int) - colour).max() < 16, k
+
+
+def test_no_orientation_leaves_the_image_and_its_metadata_alone(tmp_path: Path):
+    path = quadrant_jpeg(tmp_path / "plain.jpg", None)
+    assert (read_rgb(path)[0] == _stored(path)).all()
+    png = write_rgb_png(tmp_path / "m.png", np.arange(24, dtype=np.uint8).reshape(2, 4, 3), {"k": [1, 2]})
+    im = images.open_image(png)
+    assert im.size == (4, 2) and png_metadata(im, png) == {"k": [1, 2]}
+
+
+def test_an_oriented_png_keeps_its_text_chunk(tmp_path: Path):
+    path = tmp_path / "o.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text(images.TEXT_KEY, json.dumps({"schema": "x"}))
+    exif = Image.Exif()
+    exif[images.EXIF_ORIENTATION] = 8
+    Image.fromarray(np.zeros((2, 5, 3), np.uint8)).save(path, pnginfo=info, exif=exif.tobytes())
+    im = images.open_image(path)
+    assert im.size == (2, 5) and png_metadata(im, path) == {"schema": "x"}
+
+
+def test_the_pixel_limit_is_checked_and_can_be_raised(tmp_path: Path, monkeypatch):
+    path = tmp_path / "p.png"
+    Image.fromarray(np.zeros((10, 11, 3), np.uint8)).save(path)
+    monkeypatch.setenv("OVDIFF_MAX_PIXELS", "109")
+    with pytest.raises(BadFile) as e:
+        read_rgb(path)
+    line = one_line_with(e.value, str(path), "11×10 = 110 pixels", "limit of 109", "OVDIFF_MAX_PIXELS=110")
+    assert line.endswith("OVDIFF_MAX_PIXELS=110")  # the whole message, not cut short
+    monkeypatch.setenv("OVDIFF_MAX_PIXELS", "110")
+    assert read_rgb(path)[0].shape == (10, 11, 3)
+    assert read_label_map(write_label_map(tmp_path / "l.png", np.zeros((10, 11), np.uint8))).shape == (10, 11)
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width × height, with a few bytes of pixel data (never decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("width, height", [(20000, 20000), (10000, 10000)], ids=["20000-square", "100MP"])
+def test_huge_images_are_refused_from_the_header(tmp_path: Path, monkeypatch, width: int, height: int):
+    monkeypatch.delenv("OVDIFF_MAX_PIXELS", raising=False)
+    path = png_header_only(tmp_path / "huge.png", width, height)
+    with pytest.raises(BadFile) as e:
+        read_rgb(path)  # decoding 20000² would take 1.2 GB; refused in milliseconds instead
+    one_line_with(e.value, f"{width}×{height} = {width * height:,} pixels", "limit of 89,478,485",
+                  f"OVDIFF_MAX_PIXELS={width * height}")
+    assert "decompression bomb" not in str(e.value)
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-5", "1e9"])
+def test_a_bad_pixel_limit_is_one_line(tmp_path: Path, monkeypatch, value: str):
+    from ovdiff_cli.errors import BadInput
+
+    monkeypatch.setenv("OVDIFF_MAX_PIXELS", value)
+    path = write_rgb_png(tmp_path / "p.png", np.zeros((2, 2, 3), np.uint8))
+    with pytest.raises(BadInput) as e:
+        read_rgb(path)
+    one_line_with(e.value, "OVDIFF_MAX_PIXELS", repr(value))
+
+
+def test_decoder_messages_are_cut_between_words():
+    text = "alpha beta " * 30
+    short = images._clip_words(text, 40)
+    assert short == "alpha beta alpha beta alpha beta alpha …"
+    assert images._clip_words("one two", 40) == "one two"

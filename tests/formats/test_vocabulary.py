@@ -178,6 +178,31 @@ def test_slugify(name, slug):
     assert slugify(name) == slug
 
 
+def test_long_names_get_a_bounded_readable_slug_with_a_digest():
+    import hashlib
+
+    # 60 bytes exactly: kept whole
+    assert slugify("a" * 60) == "a" * 60
+    # 26 words: the first 49 bytes "the-quick-…-dog-and-t" are cut back to the last whole word
+    words = "the quick brown fox jumps over the lazy dog and then runs far away".split() * 2
+    name = " ".join(words[:26])
+    full = "-".join(words[:26])
+    expected = "the-quick-brown-fox-jumps-over-the-lazy-dog-and-" + hashlib.sha256(full.encode()).hexdigest()[:10]
+    assert slugify(name) == expected and len(expected.encode()) <= 60
+    # two names that differ only past the cut keep distinct slugs, so a vocabulary holds both
+    other = name.replace("far away", "far off")
+    assert slugify(other) != slugify(name) and slugify(other)[:48] == slugify(name)[:48]
+    assert len(build("x", [(name, None, None), (other, None, None)])) == 2
+    # a word longer than the prefix is cut inside it; multi-byte letters are never split
+    assert slugify("x" * 100) == "x" * 49 + "-" + hashlib.sha256(b"x" * 100).hexdigest()[:10]
+    cut = slugify("é" * 100)  # 2 bytes each: 24 fit in 49 bytes
+    assert cut == "é" * 24 + "-" + hashlib.sha256(("é" * 100).encode()).hexdigest()[:10]
+    assert len(cut.encode()) == 59
+    # names with equal slugs still collide, however long
+    with pytest.raises(BadInput, match="share the file name"):
+        build("x", [(name, None, None), (name.upper(), None, None)])
+
+
 def test_build_overlay_and_defaults():
     v = build("mine", [("tank", None, None), ("blind", None, None), ("hood", None, None), ("ashcan", None, None),
                        ("case", None, None), ("keyboard", None, None), ("apparel", None, None), ("sky", None, None)])

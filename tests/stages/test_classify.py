@@ -158,3 +158,119 @@ def test_a_missing_image_is_one_line(runner, tmp_path: Path) -> None:
                                                "--models", "tiny", "-o", "-"]))
     assert "none.jpg" in line and "does not exist" in line
     assert runner.invoke(main, ["classify", str(tmp_path / "none.jpg")]).exit_code == 2  # no --vocab
+
+
+def classify_to(runner, out: Path, *args: str):
+    return runner.invoke(main, ["classify", *args, "--models", "handclip", "-o", str(out)])
+
+
+def test_a_record_is_reused_only_for_the_same_image_content(runner, scorer, images, tmp_path: Path) -> None:
+    import hashlib
+
+    s = scorer(COSINES)
+    out = tmp_path / "c.jsonl"
+    assert classify_to(runner, out, *images[:2], "--vocab", "cat,dog,person").exit_code == 0
+    assert s.images == 2
+    assert classify_to(runner, out, *images[:2], "--vocab", "cat,dog,person").exit_code == 0
+    assert s.images == 2  # same content: both reused
+    Image.fromarray(np.full((10, 10, 3), 7, np.uint8)).save(images[1])  # edited in place, same path
+    assert classify_to(runner, out, *images[:2], "--vocab", "cat,dog,person").exit_code == 0
+    assert s.images == 3  # only the edited one again
+    records = read_candidates(out)
+    assert [r.image for r in records] == images[:2]
+    for r in records:
+        assert r.extra["schema"] == "ovdiff.candidates/1"
+        assert r.extra["inputs"] == {"image_sha256": hashlib.sha256(Path(r.image).read_bytes()).hexdigest()}
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("content", [
+    "my shopping list\n",
+    # a valid candidates file, but one written by hand (no schema): not ovdiff's to replace
+    '{"image": "a.jpg", "scores": {}, "kept": [], "subset": [], "subset_score": 0, "active": []}\n',
+    "",
+], ids=["text", "hand-made", "empty"])
+def test_a_file_classify_did_not_write_is_never_replaced(runner, scorer, images, tmp_path: Path, overwrite: bool,
+                                                         content: str) -> None:
+    s = scorer(COSINES)
+    out = tmp_path / "notes.jsonl"
+    out.write_text(content, encoding="utf-8")
+    line = one_line_error(classify_to(runner, out, images[0], "--vocab", "cat,dog",
+                                      *(["--overwrite"] if overwrite else [])))
+    assert line.startswith(f"ovdiff: error: {out}: exists and is not a candidates file written by ovdiff")
+    assert out.read_text(encoding="utf-8") == content and s.images == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(Path(i).name for i in images), "notes.jsonl"])
+
+
+def test_overwrite_replaces_a_candidates_file_of_ovdiffs(runner, scorer, images, tmp_path: Path) -> None:
+    scorer(COSINES)
+    out = tmp_path / "c.jsonl"
+    assert classify_to(runner, out, *images[:2], "--vocab", "cat,dog,person").exit_code == 0
+    line = one_line_error(classify_to(runner, out, images[2], "--vocab", "cat,dog"))
+    assert f"{out}: was made with other settings" in line and "--overwrite" in line
+    assert classify_to(runner, out, images[2], "--vocab", "cat,dog", "--overwrite").exit_code == 0
+    (record,) = read_candidates(out)  # the earlier images' records went with the file they were in
+    # p(cat) = e^.25 / (e^.25 + e^.20) = 0.512 is the only one >= 1/2: kept alone
+    assert record.image == images[2] and record.kept == ["cat"] and record.active == ["cat"]
+
+
+# A real `ovdiff classify` process with a hand scorer (every cosine 0) whose image encoder touches
+# $MARK and then waits for $GO, so that the test knows when the process holds the file's lock.
+CHILD = r"""
+import os, sys, time
+from pathlib import Path
+import torch
+from ovdiff_cli.models import registry
+
+class Scorer:
+    name = "hand-clip"
+    image_size = 224
+
+    def encode_images(self, images):
+        Path(os.environ["MARK"]).touch()
+        start = time.monotonic()
+        while os.environ["GO"] and not Path(os.environ["GO"]).exists() and time.monotonic() - start < 120:
+            time.sleep(0.05)
+        return torch.tensor([[1.0, 0.0]]).expand(images.shape[0], 2)
+
+    def encode_texts(self, texts):
+        return torch.tensor([[0.0, 1.0]]).expand(len(texts), 2)
+
+comp = registry.Component("hand-clip", "hand-set CLIP", lambda f, d, t: Scorer(), tiny=True)
+registry.register_preset(registry.Preset("handclip", "tests", {"scorer": comp}, tiny=True))
+from ovdiff_cli.cli import main
+sys.argv[0] = "ovdiff"
+main()
+"""
+
+
+def test_two_runs_into_one_file_keep_both_runs_records(images, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "c.jsonl"
+    root = Path(__file__).resolve().parents[2]
+
+    def start(name: str, image: str, go: bool) -> subprocess.Popen:
+        env = {**os.environ, "MARK": str(tmp_path / f"{name}.mark"), "GO": str(tmp_path / "go") if go else ""}
+        return subprocess.Popen([sys.executable, "-c", CHILD, "classify", image, "--vocab", "cat,dog",
+                                 "--models", "handclip", "-o", str(out)], env=env, cwd=root,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first = start("first", images[0], go=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "first.mark").exists():  # the first holds the file's lock
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.05)
+        second = start("second", images[1], go=False)
+        assert second.stderr is not None
+        assert f"{out} is being written by process {first.pid}" in second.stderr.readline()
+        (tmp_path / "go").touch()
+        assert first.wait(timeout=120) == 0 and second.wait(timeout=120) == 0
+    finally:
+        first.kill()
+    # without the lock, the second would have read the file before the first wrote it, and dropped its record
+    assert [r.image for r in read_candidates(out)] == images[:2]

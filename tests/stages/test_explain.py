@@ -110,3 +110,50 @@ def test_the_picture_and_errors(world, runner) -> None:
     (tmp / "protos" / "red.dino.safetensors").rename(tmp / "red.moved")
     line = one_line_error(runner.invoke(main, ["explain", str(path), "--bank", str(tmp / "banks"), "--class", "red"]))
     assert "--prototypes" in line
+
+
+# -- the picture never replaces a file ovdiff did not write (issue 12) -----------------------------
+
+
+def _picture_meta(path: Path) -> dict:
+    from ovdiff_cli.formats.provenance import ovdiff_schema
+
+    schema, meta = ovdiff_schema(path)
+    assert schema == "ovdiff.explain-picture/1"
+    return meta
+
+
+def test_the_picture_goes_beside_the_segmentation_and_replaces_only_its_own_kind(world, runner) -> None:
+    tmp, path, _ = world
+    args = ["explain", str(path), "--bank", str(tmp / "banks")]
+    result = runner.invoke(main, [*args, "--class", "red"])
+    assert result.exit_code == 0, result.output
+    picture = tmp / "seg" / "x.explain.png"  # x.explain.safetensors → x.explain.png
+    assert result.stdout.split() == [str(picture)]
+    assert _picture_meta(picture)["class"] == "red"
+    # an earlier explain picture is replaced by the new query's
+    result = runner.invoke(main, [*args, "--at", "1,1"])
+    assert result.exit_code == 0, result.output
+    assert _picture_meta(picture)["at"] == [1, 1] and _picture_meta(picture)["class"] is None
+
+
+@pytest.mark.parametrize("occupant", ["photo", "label map", "notes"])
+def test_the_picture_never_replaces_another_file(world, runner, occupant: str) -> None:
+    from PIL import Image
+
+    from ovdiff_cli.formats.images import write_rgb_png
+
+    tmp, path, _ = world
+    target = tmp / "mine.png"
+    if occupant == "photo":
+        Image.new("RGB", (3, 2), (10, 20, 30)).save(target)
+    elif occupant == "label map":
+        write_rgb_png(target, np.zeros((2, 2, 3), np.uint8), {"schema": "ovdiff.labelmap/1"})
+    else:
+        target.write_text("not a picture at all")
+    before = target.read_bytes()
+    line = one_line_error(runner.invoke(main, ["explain", str(path), "--bank", str(tmp / "banks"),
+                                               "-o", str(target)]))
+    assert str(target) in line
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".")) == []  # no temporary or lock left

@@ -133,3 +133,78 @@ def test_other_extractors_make_other_banks_and_extra_classes_are_ignored(runner,
     assert result.exit_code == 0, result.output
     assert sorted(Path(p).name for p in result.stdout.split()) == ["bank.dino.safetensors", "bank.sd.safetensors"]
     assert read_bank(tmp_path / "b" / "bank.sd.safetensors").fg.owner.tolist() == [1, 2]
+
+
+# -- reruns through the one provenance rule (issue 12) ---------------------------------------------
+
+
+def test_the_bank_follows_prototype_content_not_paths(runner, files: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    assert run(runner, *map(str, files), "--vocab", "cat,sky,dog", "-o", str(out)).exit_code == 0
+    bank = out / "bank.dino.safetensors"
+    before = bank.read_bytes()
+    # the same files under other names and folders: the bank is reused, not refused or rewritten
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    copies = [moved / f"renamed-{k}.safetensors" for k in range(3)]
+    for src, dst in zip(files, copies):
+        dst.write_bytes(src.read_bytes())
+    result = run(runner, *map(str, copies), "--vocab", "cat,sky,dog", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert bank.read_bytes() == before
+    # dog's prototypes remade (other content at the same path): the bank is stale and made again
+    write(files[0].parent, "dog", side(v(0.9), [], []), PrototypeSide.empty(2))
+    result = run(runner, *map(str, files), "--vocab", "cat,sky,dog", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    b = read_bank(bank)
+    assert b.fg.owner.tolist() == [1, 1, 1, 2, 2, 3]  # dog: its class prototype alone now
+    torch.testing.assert_close(b.fg.vectors[5], torch.tensor(v(0.9)))
+    assert set(b.meta["inputs"]) == {"cat", "sky", "dog"}  # digests keyed by class, not by file name
+
+
+@pytest.mark.parametrize("change, named", [(["--vocab", "sky,cat,dog"], "vocabulary"),
+                                           (["--vocab", "cat,sky,dog", "--stuff", "dog"], "stuff"),
+                                           (["--vocab", "cat,sky,dog", "--bg-mode", "mean"], "settings")])
+def test_another_vocabulary_stuff_or_setting_is_an_error_with_a_fix(runner, files: list[Path], tmp_path: Path,
+                                                                     change: list[str], named: str) -> None:
+    out = tmp_path / "b"
+    assert run(runner, *map(str, files), "--vocab", "cat,sky,dog", "-o", str(out)).exit_code == 0
+    before = files_of(out)
+    line = one_line_error(run(runner, *map(str, files), *change, "-o", str(out)))
+    assert "bank.dino.safetensors" in line and named in line and "--overwrite" in line
+    assert files_of(out) == before
+    assert run(runner, *map(str, files), *change, "-o", str(out), "--overwrite").exit_code == 0
+    assert files_of(out) != before
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+@pytest.mark.parametrize("occupant", ["foreign", "prototype"])
+def test_a_file_ovdiff_did_not_make_as_a_bank_is_never_replaced(runner, files: list[Path], tmp_path: Path,
+                                                                occupant: str, overwrite: list[str]) -> None:
+    target = tmp_path / "b" / "bank.dino.safetensors"
+    target.parent.mkdir()
+    if occupant == "foreign":
+        target.write_bytes(b"\x89PNG\r\n\x1a\n a user's picture, oddly named")
+    else:
+        target.write_bytes(files[0].read_bytes())
+    before = target.read_bytes()
+    line = one_line_error(run(runner, *map(str, files), "--vocab", "cat,sky,dog", "-o", str(target.parent),
+                              *overwrite))
+    assert str(target) in line and ("not written by ovdiff" in line or "ovdiff.prototypes/1" in line)
+    assert target.read_bytes() == before
+
+
+def test_a_locked_bank_is_one_line_after_the_timeout(runner, files: list[Path], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.formats.test_lock import _hold
+
+    out = tmp_path / "b"
+    proc = _hold(out / "bank.dino.safetensors", 30)
+    try:
+        monkeypatch.setenv("OVDIFF_LOCK_TIMEOUT", "0")
+        line = one_line_error(run(runner, *map(str, files), "--vocab", "cat,sky,dog", "-o", str(out)))
+        assert f"being written by process {proc.pid}" in line
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert not (out / "bank.dino.safetensors").exists()

@@ -3,6 +3,7 @@ proposer (expected masks worked out by hand), the threshold variant, resume, ext
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -103,10 +104,20 @@ def test_a_rerun_skips_and_other_settings_need_overwrite(runner, tmp_path: Path,
     # bg of image 0 now: col 5 has A = 0 < 0.05 → still col 5 (cols 4-5 then erosion)
     assert s.read_mask(0)[1]["settings"]["bg_attn_max"] == 0.05
 
-    # a changed attribution file makes the masks stale
+    # a changed attribution file (a resampled set) makes the masks stale: remade, no error
+    narrow = [*args, "--bg-attn-max", "0.05"]
+    mask0 = s.mask_path(0).read_bytes()
     hand_set(s.path, maps=torch.stack([A, A.flip(1)]))
-    line = one_line_error(runner.invoke(main, args))
-    assert "attribution_sha256 differ" in line
+    calls = hand_preset.calls
+    result = runner.invoke(main, narrow)
+    assert result.exit_code == 0, result.output
+    assert hand_preset.calls > calls
+    # image 1 has no proposal: fallback on the flipped row [0, 0, .1, .5, .9, .9]: fg > 0.5, bg < 0.2
+    assert (s.read_mask(1)[0] == np.array([[2, 2, 2, 0, 1, 1]] * 6, np.uint8)).all()
+    # image 0's pixels are as before, but its record names the new attribution
+    assert (s.read_mask(0)[0] == np.array([[1, 1, 1, 0, 0, 2]] * 6, np.uint8)).all()
+    assert s.mask_path(0).read_bytes() != mask0
+    assert s.read_mask(0)[1]["inputs"]["attribution"] == hashlib.sha256(s.attribution_path.read_bytes()).hexdigest()
 
 
 def test_the_threshold_variant_uses_multi_otsu_of_the_class(runner, tmp_path: Path) -> None:

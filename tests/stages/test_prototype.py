@@ -3,6 +3,7 @@ hand-made extractor (prototypes worked out by hand), the tiny preset end to end,
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,95 @@ def test_feature_options_are_stored_and_segment_follows_them(runner, masked: Pat
     r = runner.invoke(main, ["segment", str(image), "--bank", str(banks), "--models", "tiny", "--no-prefilter",
                              "-o", str(tmp_path / "seg")])
     assert r.exit_code == 0, r.output
+
+
+# -- reruns through the one provenance rule (issue 12) ---------------------------------------------
+
+MASKS = [np.array([[1, 1], [2, 0]]), np.array([[0, 0], [0, 1]])]
+
+
+def _proto(runner, folder: Path, out: Path, *extra: str, preset: str = "handx"):
+    return runner.invoke(main, ["prototype", str(folder), "--models", preset, "-x", "dino", "--clusters", "2",
+                                "-o", str(out), *extra])
+
+
+def test_a_mask_edited_in_place_makes_the_file_again(runner, tmp_path: Path, hand_preset) -> None:
+    s = hand_set(tmp_path / "cat", MASKS)
+    out = tmp_path / "protos"
+    assert _proto(runner, s.path, out).exit_code == 0
+    before = (out / "cat.dino.safetensors").read_bytes()
+    assert _proto(runner, s.path, out).exit_code == 0  # same support set: reused, not rewritten
+    assert (out / "cat.dino.safetensors").read_bytes() == before
+    # image 1's foreground moves from cell (1,1) to cell (0,0): channel 0 = 4 + 1 = 5 → (5, 50)
+    s.write_mask(1, np.kron(np.array([[1, 0], [0, 0]]), np.ones((2, 2))).astype(np.uint8), {"mode": "hand"})
+    result = _proto(runner, s.path, out)
+    assert result.exit_code == 0, result.output
+    p = read_prototypes(out / "cat.dino.safetensors")
+    assert torch.allclose(p.fg.instance, torch.tensor([[1.5, 15.0], [5.0, 50.0]]))
+    assert torch.allclose(p.fg.class_proto, torch.tensor([[8 / 3, 80 / 3]]))
+
+
+def test_other_settings_or_models_are_an_error_with_a_fix(runner, tmp_path: Path, hand_preset) -> None:
+    comp = registry.Component("hand-features", "the same features, another preset", lambda f, d, t: HandFeatures(),
+                              tiny=True)
+    registry.register_preset(registry.Preset("handy", "tests", {"extractor.dino": comp}, tiny=True))
+    try:
+        s = hand_set(tmp_path / "cat", MASKS)
+        out = tmp_path / "protos"
+        assert _proto(runner, s.path, out).exit_code == 0
+        before = (out / "cat.dino.safetensors").read_bytes()
+        line = one_line_error(_proto(runner, s.path, out, "--clusters", "1"))
+        assert "cat.dino.safetensors" in line and "other settings" in line and "--overwrite" in line
+        line = one_line_error(_proto(runner, s.path, out, preset="handy"))
+        assert "other models" in line and "--overwrite" in line
+        assert (out / "cat.dino.safetensors").read_bytes() == before
+        assert _proto(runner, s.path, out, "--overwrite", preset="handy").exit_code == 0
+        assert read_prototypes(out / "cat.dino.safetensors").meta["models"]["preset"] == "handy"
+    finally:
+        registry.unregister_preset("handy")
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+@pytest.mark.parametrize("occupant", ["foreign", "bank"])
+def test_a_file_ovdiff_did_not_make_as_a_prototype_is_never_replaced(runner, tmp_path: Path, hand_preset,
+                                                                     occupant: str, overwrite: list[str]) -> None:
+    from ovdiff_cli.formats.prototypes import Bank, BankSide, write_bank
+    from ovdiff_cli.formats.vocabulary import build
+
+    s = hand_set(tmp_path / "cat", MASKS)
+    target = tmp_path / "protos" / "cat.dino.safetensors"
+    if occupant == "foreign":
+        target.parent.mkdir()
+        target.write_bytes(b"my own notes, not a tensor file")
+    else:
+        empty = BankSide(torch.zeros(0, 2), *(torch.zeros(0, dtype=torch.long),) * 3)
+        write_bank(target, Bank(empty, empty, build("v", [("cat", None, None)]),
+                                {"extractor": "dino", "models": {}, "inputs": {}}))
+    before = target.read_bytes()
+    line = one_line_error(_proto(runner, s.path, target.parent, *overwrite))
+    assert str(target) in line and ("not written by ovdiff" in line or "ovdiff.bank/1" in line)
+    assert target.read_bytes() == before
+
+
+def test_a_locked_prototype_file_is_waited_for_or_one_line(runner, tmp_path: Path, hand_preset,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.formats.test_lock import _hold
+
+    s = hand_set(tmp_path / "cat", MASKS)
+    out = tmp_path / "protos"
+    proc = _hold(out / "cat.dino.safetensors", 30)
+    try:
+        monkeypatch.setenv("OVDIFF_LOCK_TIMEOUT", "0")  # fail at once, without the note of a wait
+        line = one_line_error(_proto(runner, s.path, out))
+        assert f"being written by process {proc.pid}" in line and "OVDIFF_LOCK_TIMEOUT" in line
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert not (out / "cat.dino.safetensors").exists()
+    monkeypatch.delenv("OVDIFF_LOCK_TIMEOUT")
+    proc = _hold(out / "cat.dino.safetensors", 1.0)
+    start = time.monotonic()
+    result = _proto(runner, s.path, out)  # waits for the holder, then makes the file
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - start > 0.5 and proc.wait(timeout=30) == 0
+    assert read_prototypes(out / "cat.dino.safetensors").fg.instance.shape == (2, 2)

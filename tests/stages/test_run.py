@@ -46,3 +46,39 @@ def test_run_errors(runner, tmp_path: Path) -> None:
     line = one_line_error(runner.invoke(main, ["run", "--vocab", "cat,", str(tmp_path / "none.jpg"), *ARGS]))
     assert "none.jpg" in line
     assert runner.invoke(main, ["run", IMAGE]).exit_code == 2  # no --vocab
+
+
+def test_run_segments_by_content_and_names_its_own_fixes(runner, tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    from PIL import Image
+
+    table = Image.open(IMAGE).convert("RGB")
+    first, second = tmp_path / "d1" / "photo.png", tmp_path / "d2" / "photo.png"
+    for path, picture in ((first, table), (second, table.crop((0, 0, 280, 200)))):
+        path.parent.mkdir()
+        picture.save(path)
+    work = tmp_path / "w"
+
+    def segmented(image: Path) -> tuple[tuple[int, ...], str]:
+        result = runner.invoke(main, ["run", "--vocab", "cat,donut", str(image), *ARGS, "-o", str(work)])
+        assert result.exit_code == 0, result.output
+        (label_map,) = result.stdout.split()
+        with Image.open(label_map) as im:
+            digest = json.loads(im.info["ovdiff"])["inputs"]["image_sha256"]
+        return read_label_map(label_map).shape, digest
+
+    def sha(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    assert segmented(first) == ((240, 320), sha(first))
+    # another photo.png into the same work folder: its own label map, not the first one's
+    assert segmented(second) == ((200, 280), sha(second))
+    table.crop((0, 0, 120, 100)).save(second)  # edited in place
+    assert segmented(second) == ((100, 120), sha(second))
+    # other settings over the label map: the fix named exists on `run` (it has no --overwrite)
+    line = one_line_error(runner.invoke(main, ["run", "--vocab", "cat,donut", str(second), *ARGS, "-o", str(work),
+                                               "--pamr", "-q"]))
+    assert line.endswith("photo.png: was made with other settings; choose another -o for `ovdiff run`, or redo this "
+                         "stage alone with `ovdiff segment --overwrite`")

@@ -12,8 +12,10 @@ from PIL import Image
 
 from ovdiff_cli.cli import main
 from ovdiff_cli.formats.datasets import open_dataset
-from ovdiff_cli.formats.labelmap import write_label_map
+from ovdiff_cli.formats.images import write_rgb_png
+from ovdiff_cli.formats.labelmap import LABELMAP_SCHEMA, OVERLAY_SCHEMA, write_label_map
 from tests.stages.test_sample import one_line_error
+from tests.stages.test_segment import colour_preset  # noqa: F401 (a fixture)
 
 GT = np.array([[0, 0, 1], [1, 255, 2]], np.uint8)
 PRED = np.array([[0, 1, 1], [1, 3, 2]], np.uint8)
@@ -31,7 +33,8 @@ def run(runner, *args: str):
 
 def test_json_by_hand(runner, tmp_path: Path) -> None:
     pred = maps(tmp_path / "pred", {"a": PRED})
-    write_label_map(pred / "a.overlay.png", PRED)  # a side file of segment: not a prediction
+    # a side file of segment, told by its metadata: not a prediction
+    write_rgb_png(pred / "a.overlay.png", np.zeros((2, 3, 3), np.uint8), {"schema": OVERLAY_SCHEMA})
     gt = maps(tmp_path / "gt", {"a": GT})
     result = run(runner, str(pred), str(gt), "--vocab", "cat,dog,sky", "--json")
     assert result.exit_code == 0, result.output
@@ -167,3 +170,136 @@ def test_merging_something_else_is_one_line(runner, tmp_path: Path) -> None:
     bad.write_text(json.dumps({"intersection": [1], "pred": [1], "label": [1]}))
     line = one_line_error(run(runner, "--merge", str(bad)))
     assert "bad.json" in line and "score --json" in line
+
+
+def vocab_meta(*names: str) -> dict:
+    from ovdiff_cli.formats.vocabulary import from_words
+
+    return {"schema": LABELMAP_SCHEMA, "vocabulary": from_words(list(names)).to_meta()}
+
+
+def test_vocab_must_be_the_predictions_order_included(runner, tmp_path: Path) -> None:
+    pred = maps(tmp_path / "pred", {"a": PRED}, vocab_meta("cat", "dog", "sky"))
+    gt = maps(tmp_path / "gt", {"a": GT})
+    line = one_line_error(run(runner, str(pred), str(gt), "--vocab", "dog,cat,sky"))
+    assert "pred/a.png" in line and "['cat', 'dog', 'sky']" in line and "['dog', 'cat', 'sky']" in line
+    assert "label 1 is 'cat' there, 'dog' in --vocab" in line
+    line = one_line_error(run(runner, str(pred), str(gt), "--vocab", "cat,dog"))  # a prefix is another vocabulary
+    assert "3 classes there, 2 in --vocab" in line
+    names = [f"c{i}" for i in range(9)]
+    nine = maps(tmp_path / "nine", {"a": PRED}, vocab_meta(*names))
+    line = one_line_error(run(runner, str(nine), str(gt), "--vocab", ",".join(names[:8] + ["other"])))
+    assert "label 9 is 'c8' there, 'other' in --vocab" in line  # beyond the names the message lists
+    d = json.loads(run(runner, str(pred), str(gt), "--vocab", "cat,dog,sky", "--json").stdout)
+    assert d["classes"] == ["background", "cat", "dog", "sky"] and d["intersection"] == [1, 2, 1, 0]
+
+
+def test_predictions_of_two_vocabularies_are_refused(runner, tmp_path: Path) -> None:
+    pred = maps(tmp_path / "pred", {"a": PRED}, vocab_meta("cat", "dog", "sky"))
+    maps(pred, {"b": PRED}, vocab_meta("dog", "cat", "sky"))
+    gt = maps(tmp_path / "gt", {"a": GT, "b": GT})
+    line = one_line_error(run(runner, str(pred), str(gt)))
+    assert "pred/b.png" in line and "pred/a.png" in line
+
+
+def test_the_dataset_vocabulary_is_checked_against_the_predictions(runner, tmp_path: Path) -> None:
+    voc_tree(tmp_path)
+    pred = maps(tmp_path / "pred", {"2007_000033": PRED, "2007_000042": GT}, vocab_meta("cat", "dog", "sky"))
+    line = one_line_error(run(runner, str(pred), str(tmp_path), "--dataset", "voc"))
+    assert "2007_000033.png" in line and "the dataset (voc)" in line
+    line = one_line_error(run(runner, str(pred), str(tmp_path), "--dataset", "voc", "--vocab", "cat,dog,sky"))
+    assert "--vocab" in line and "dataset" in line
+
+
+@pytest.mark.parametrize("make", ["empty", "other-names", "only-pictures"])
+def test_nothing_to_score_is_an_error(runner, tmp_path: Path, make: str) -> None:
+    gt = maps(tmp_path / "gt", {"a": GT})
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    if make == "other-names":
+        maps(pred, {"b": PRED})
+    if make == "only-pictures":
+        write_rgb_png(pred / "a.png", np.zeros((2, 3, 3), np.uint8), {"schema": OVERLAY_SCHEMA})
+    result = run(runner, str(pred), str(gt), "--vocab", "cat,dog,sky", "--json")
+    line = one_line_error(result)
+    assert result.stdout == "" and "mIoU" not in line and "pred" in line
+
+
+@pytest.mark.parametrize("vocabulary", [
+    5, "cat,dog", {"a": 1}, [["cat", "cat", "thing"]], {"name": "v"}, {"classes": [["cat", "cat", "thing"]]},
+    {"name": "v", "classes": [[1, 2, 3]]}, {"name": "v", "classes": [["cat", "cat"]]},
+    {"name": "v", "classes": [[["cat"], "cat", "thing"]]}, {"name": "v", "classes": []},
+    {"name": "v", "classes": [["cat", "cat", "plant"]]}, None,
+], ids=["number", "string", "dict", "bare-list", "no-classes", "no-name", "numbers", "two-fields", "nested",
+        "empty", "bad-kind", "null"])
+def test_malformed_recorded_vocabularies_are_one_line(runner, tmp_path: Path, vocabulary) -> None:
+    pred = maps(tmp_path / "pred", {"a": PRED}, {"schema": LABELMAP_SCHEMA, "vocabulary": vocabulary})
+    gt = maps(tmp_path / "gt", {"a": GT})
+    for extra in ([], ["--vocab", "cat,dog,sky"]):
+        result = run(runner, str(pred), str(gt), *extra, "--json")
+        if vocabulary is None:  # null says nothing: --vocab is needed, and then it scores
+            assert (result.exit_code == 0) == bool(extra), result.output
+            continue
+        line = one_line_error(result)
+        assert "pred/a.png" in line and "vocabulary" in line and "Traceback" not in result.output
+
+
+def test_predictions_are_told_by_metadata_not_by_name(runner, tmp_path: Path) -> None:
+    """A real prediction named a.overlay.png is scored; overlay and explain pictures of any name are not."""
+    pred = maps(tmp_path / "pred", {"a.overlay": PRED}, vocab_meta("cat", "dog", "sky"))
+    maps(pred, {"b": PRED})  # a label map without ovdiff metadata: a prediction
+    write_rgb_png(pred / "c.png", np.zeros((2, 3, 3), np.uint8), {"schema": OVERLAY_SCHEMA})
+    write_rgb_png(pred / "a.explain.png", np.zeros((9, 9, 3), np.uint8), {"schema": "ovdiff.explain-picture/1"})
+    gt = maps(tmp_path / "gt", {"a.overlay": GT, "b": GT, "c": GT})
+    result = run(runner, str(pred), str(gt), "--json")
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    assert d["images"] == 2 and d["intersection"] == [2, 4, 2, 0]  # PRED against GT twice
+    assert d["warnings"] == {"missing_predictions": 1}
+
+
+def test_list_files_take_paths_verbatim(runner, tmp_path: Path) -> None:
+    """Lines of a list file lose only their line end: names with leading or trailing spaces are found."""
+    pred = maps(tmp_path / "pred", {" a": PRED, "b ": PRED})
+    gt = maps(tmp_path / "gt", {" a": GT, "b ": GT})
+    lists = []
+    for folder in (pred, gt):
+        f = tmp_path / f"{folder.name}.txt"
+        f.write_bytes(f"{folder / ' a.png'}\r\n{folder / 'b .png'}\n\n".encode())
+        lists.append(str(f))
+    result = run(runner, *lists, "--vocab", "cat,dog,sky", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["images"] == 2
+
+
+def test_a_binary_file_is_not_a_list(runner, tmp_path: Path) -> None:
+    gt = maps(tmp_path / "gt", {"a": GT})
+    photo = tmp_path / "a.jpg"
+    Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(photo)
+    line = one_line_error(run(runner, str(photo), str(gt), "--vocab", "cat,dog,sky"))
+    assert "a.jpg" in line and "text file" in line
+
+
+def test_score_of_segment_outputs_scores_maps_and_skips_overlays(runner, colour_preset,  # noqa: F811
+                                                                 tmp_path: Path) -> None:
+    """Segment's own files: a label map named a.overlay.png is a prediction, b's overlay is not."""
+    from tests.stages.test_segment import write_rg_bank
+
+    rgb = np.zeros((16, 24, 3), np.uint8)
+    rgb[:, :12, 0] = 255
+    rgb[:, 12:, 1] = 255
+    (tmp_path / "in").mkdir()
+    for name in ("a.overlay", "b"):
+        Image.fromarray(rgb).save(tmp_path / "in" / f"{name}.png")
+    bank, seg = write_rg_bank(tmp_path / "banks"), tmp_path / "seg"
+    base = ["segment", "--bank", str(bank), "--no-prefilter", "--models", "colour", "--short-side", "16",
+            "-o", str(seg)]
+    assert runner.invoke(main, [*base, str(tmp_path / "in" / "a.overlay.png")]).exit_code == 0
+    assert runner.invoke(main, [*base, str(tmp_path / "in" / "b.png"), "--overlay"]).exit_code == 0
+    assert sorted(p.name for p in seg.glob("*.png")) == ["a.overlay.png", "b.overlay.png", "b.png"]
+    gt = maps(tmp_path / "gt", {"a.overlay": np.zeros((16, 24), np.uint8), "b": np.zeros((16, 24), np.uint8)})
+    result = run(runner, str(seg), str(gt), "--json")
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    assert d["images"] == 2 and d["warnings"] == {} and d["classes"] == ["background", "red", "green"]
+    assert d["label"] == [2 * 16 * 24, 0, 0]
