@@ -137,13 +137,18 @@ tensorfile.write(sys.argv[1], schema, {"x": torch.ones(100_000)}, {})
 """
 
 
-def test_kill_9_during_a_safetensors_write_leaves_nothing_after_a_rerun(tmp_path: Path) -> None:
-    """Case 7: no temporary file of safetensors' own; ours is swept by the next write."""
-    target = tmp_path / "out" / "cat.sd.safetensors"
+def _kill_while_writing(target: Path) -> None:
+    """kill -9 a process halfway through writing a safetensors file to ``target``."""
     proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITE, str(target)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+
+
+def test_kill_9_during_a_safetensors_write_leaves_nothing_after_a_rerun(tmp_path: Path) -> None:
+    """Case 7: no temporary file of safetensors' own; ours is swept by the next write."""
+    target = tmp_path / "out" / "cat.sd.safetensors"
+    _kill_while_writing(target)
     left = list(target.parent.iterdir())
     assert not target.exists() and len(left) == 1
     assert left[0].name.startswith(".cat.sd.safetensors.") and left[0].name.endswith(".tmp")
@@ -157,10 +162,7 @@ def test_kill_9_during_a_safetensors_write_leaves_nothing_after_a_rerun(tmp_path
 def test_lock_takes_the_sweep_of_a_killed_writers_files(tmp_path: Path) -> None:
     """A rerun that only locks (and then reuses everything) still removes a killed writer's leftovers."""
     target = tmp_path / "out" / "cat.sd.safetensors"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITE, str(target)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    _kill_while_writing(target)
     from ovdiff_cli.formats import atomic
 
     atomic._swept.clear()  # a new process has swept nothing yet
