@@ -79,8 +79,19 @@ vocab = click.option("--vocab", "vocab", metavar="FILE|voc|context|coco-object|a
                      help="The vocabulary: a file (one class per line: name[TAB prompt[TAB thing|stuff]]), "
                           "a built-in benchmark vocabulary, or a comma-separated list.")
 
+#: What --device accepts; a GPU index has at most three digits (torch refuses larger numbers).
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d{1,3})?"
+
+
+def _device_callback(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    # Checked at parse time (exit 2); whether the GPU exists is checked when the command runs.
+    if not re.fullmatch(DEVICE_PATTERN, value.strip().lower()):
+        raise click.BadParameter(f"{value!r} is not auto, cpu, cuda or cuda:N")
+    return value
+
+
 device = click.option("--device", "device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
-                      help="Where to run: auto picks the GPU when there is one.")
+                      callback=_device_callback, help="Where to run: auto picks the GPU when there is one.")
 
 dtype = click.option("--dtype", "dtype", default="auto", show_default=True,
                      type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
@@ -199,7 +210,7 @@ def resolve_device(spec: str) -> torch.device:
     spec = spec.strip().lower()
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", spec):
+    if not re.fullmatch(DEVICE_PATTERN, spec):
         raise BadInput(f"--device {spec!r} is not auto, cpu or cuda[:N]")
     dev = torch.device(spec)
     if dev.type == "cuda":

@@ -91,3 +91,27 @@ def test_segment_scores_agree_across_batch_sizes_and_reruns_reuse(runner, masked
     assert files_of(runs[1, 1]) == before  # another batch size reuses the maps
     _ok(runner.invoke(main, [*common, "--batch-size", "1", "--images-per-batch", "1", "-o", str(tmp_path / "same")]))
     assert files_of(tmp_path / "same") == before  # the same batch size gives the same bytes
+
+
+def test_renoised_attribution_agrees_across_batch_sizes_and_reruns_reuse(masked: Path, tmp_path: Path,  # noqa: F811
+                                                                          runner) -> None:
+    """`attribute --renoise` noises each image from a generator of its own (seed 43 + its index), so
+    its maps do not depend on the batch the image was in."""
+    import shutil
+
+    from ovdiff_cli.formats.supportset import read_attribution
+
+    maps = {}
+    for b in (1, 3):
+        folder = tmp_path / f"set-{b}"
+        shutil.copytree(masked, folder)
+        (folder / "attribution.safetensors").unlink(missing_ok=True)
+        _ok(runner.invoke(main, ["attribute", str(folder), "--renoise", "--models", "tiny", "--batch-size", str(b)]))
+        maps[b] = read_attribution(folder / "attribution.safetensors")
+    torch.testing.assert_close(maps[1].maps, maps[3].maps, rtol=0, atol=TOL)
+    torch.testing.assert_close(maps[1].maps64, maps[3].maps64, rtol=0, atol=TOL)
+    before = (tmp_path / "set-1" / "attribution.safetensors").read_bytes()
+    result = runner.invoke(main, ["attribute", str(tmp_path / "set-1"), "--renoise", "--models", "tiny",
+                                  "--batch-size", "2"])
+    _ok(result)
+    assert (tmp_path / "set-1" / "attribution.safetensors").read_bytes() == before  # reused, not redone

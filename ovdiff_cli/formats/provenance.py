@@ -42,6 +42,7 @@ from ovdiff_cli.errors import BadFile
 #: The stage command whose ``--overwrite`` a conflict message offers, when `ovdiff run` runs it.
 _RUN_STAGE: contextvars.ContextVar[bool] = contextvars.ContextVar("ovdiff_in_run", default=False)
 
+_said_stale: set[str] = set()
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]{0,63}")  # fullmatch: "$" would let "sd\n" through
 
@@ -56,11 +57,29 @@ def within_run() -> Iterator[None]:
         _RUN_STAGE.reset(token)
 
 
+#: Commands without ``-o`` (attribute and mask write into the support set) and without
+#: ``--overwrite``: a fix names only options the running command has.
+_NO_OUTPUT = frozenset({"attribute", "mask"})
+_NO_OVERWRITE = frozenset({"explain"})
+
+
 def conflict_fix(stage: str) -> str:
     """The way out of a settings conflict that exists on the running command."""
     if _RUN_STAGE.get():
         return f"choose another -o for `ovdiff run`, or redo this stage alone with `ovdiff {stage} --overwrite`"
-    return "pass --overwrite to replace it, or choose another -o"
+    ways = [w for w, has in (("pass --overwrite to replace it", stage not in _NO_OVERWRITE),
+                             ("choose another -o", stage not in _NO_OUTPUT)) if has]
+    return ", or ".join(ways) or "move the file away"
+
+
+def _foreign_fix(stage: str | None) -> tuple[str, str]:
+    """(what --overwrite does not change, the fix) for a file that is not ovdiff's to replace."""
+    if _RUN_STAGE.get():
+        return "", "choose another -o for `ovdiff run`, or move the file away"
+    overwrite = " (not even with --overwrite)" if stage not in _NO_OVERWRITE else ""
+    if stage not in _NO_OUTPUT:
+        return overwrite, "choose another -o, or move the file away"
+    return overwrite, "move the file away"
 
 
 def as_json(value: Any) -> Any:
@@ -123,24 +142,25 @@ def _kind(schema: str) -> str:
     return schema.rpartition("/")[0] or schema
 
 
-def check_replaceable(path: str | os.PathLike[str], schema: str) -> dict[str, Any] | None:
+def check_replaceable(path: str | os.PathLike[str], schema: str, stage: str | None = None) -> dict[str, Any] | None:
     """The metadata of the ovdiff file of ``schema``'s kind at ``path``; None when nothing is there.
 
     Raises :class:`BadFile` for a folder, a file ovdiff did not write, or an ovdiff file of
-    another kind: those are never overwritten (rule 2).
+    another kind: those are never overwritten (rule 2). ``stage`` (the running command) tailors
+    the fix to the options it has.
     """
     p = Path(path)
     if not p.exists() and not p.is_symlink():
         return None
+    overwrite, fix = _foreign_fix(stage)
     if p.is_dir():
-        raise BadFile(p, "is a folder where ovdiff would write a file", fix="choose another -o")
+        raise BadFile(p, "is a folder where ovdiff would write a file", fix=fix)
     found, meta = ovdiff_schema(p)
     if found is None:
-        raise BadFile(p, "exists and was not written by ovdiff, so ovdiff will not replace it (not even with "
-                         "--overwrite)", fix="choose another -o, or move the file away")
+        raise BadFile(p, f"exists and was not written by ovdiff, so ovdiff will not replace it{overwrite}", fix=fix)
     if _kind(found) != _kind(schema):
-        raise BadFile(p, f"is an ovdiff {found} file where a {schema} file would go, so ovdiff will not "
-                         "replace it", fix="choose another -o")
+        raise BadFile(p, f"is an ovdiff {found} file where an {schema} file would go, so ovdiff will not "
+                         f"replace it{overwrite}", fix=fix)
     return meta
 
 
@@ -152,19 +172,31 @@ def compare(path: str | os.PathLike[str], old: Mapping[str, Any], *, stage: str,
     """
     if overwrite:
         return False
-    differ = [k for k, v in settings.items() if as_json(old.get(k)) != as_json(v)]
+    differ = [d for k, v in settings.items() for d in _differences(k, as_json(old.get(k)), as_json(v))]
     if differ:
-        raise BadFile(path, f"was made with other {', '.join(differ)}", fix=conflict_fix(stage))
+        shown = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
+        raise BadFile(path, f"was made with other {shown}", fix=conflict_fix(stage))
     if as_json(old.get("inputs")) != as_json(dict(inputs)):
-        log.logger.info("%s: its inputs changed, so it is made again", path)
+        if str(path) not in _said_stale:  # a stage may ask twice (before its models load, then under the lock)
+            _said_stale.add(str(path))
+            log.logger.info("%s: its inputs changed, so it is made again", path)
         return False
     return True
+
+
+def _differences(key: str, old: Any, new: Any) -> list[str]:
+    """The dotted names of the values that differ between ``old`` and ``new`` (e.g. ``settings.pamr``)."""
+    if old == new:
+        return []
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new)) for d in _differences(f"{key}.{k}", old.get(k), new.get(k))]
+    return [key]
 
 
 def decide(path: str | os.PathLike[str], schema: str, *, stage: str, inputs: Mapping[str, Any],
            settings: Mapping[str, Any], overwrite: bool = False) -> bool:
     """The whole rule for one output file: True to reuse it, False to make it; raises to refuse."""
-    old = check_replaceable(path, schema)
+    old = check_replaceable(path, schema, stage)
     if old is None:
         return False
     return compare(path, old, stage=stage, inputs=inputs, settings=settings, overwrite=overwrite)

@@ -114,7 +114,9 @@ class SupportSet:
         if not s.path.is_dir():
             raise BadFile(s.path, "is not a support-set folder (it does not exist)", "ovdiff sample")
         if not s.image_indices():
-            raise BadFile(s.path, "is not a support-set folder (no images/00000.png …)", "ovdiff sample")
+            raise BadFile(s.path, "is not a support-set folder (no images/00000.png …)",
+                          fix="make it with `ovdiff sample`, or from your own images with "
+                              "`ovdiff sample CLASS --from-images IMAGE…`")
         return s
 
     # -- layout ---------------------------------------------------------------------------------

@@ -177,25 +177,30 @@ class DiffusersGenerator:
                seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Re-noise images [B, 3, S, S] in [0, 1] at each timestep and record the prompt's attention.
 
-        One UNet pass per timestep, conditional only (no guidance). The VAE sample and the noise
-        come from a CPU generator seeded ``seed``. Returns attention [B, 16, T, S/8, S/8] and counts
-        [B, 16] on the CPU.
+        One UNet pass per timestep, conditional only (no guidance). Image k of the batch draws its
+        VAE sample and its noise from a CPU generator of its own seeded ``seed + k``, so an image's
+        result does not depend on the batch it is in (call with ``seed`` = base + index of the
+        batch's first image). Returns attention [B, 16, T, S/8, S/8] and counts [B, 16] on the CPU.
         """
         from diffusers import DDPMScheduler
 
         sd = self.sd
         b = images.shape[0]
-        gen = torch.Generator("cpu").manual_seed(seed)
+        gens = [torch.Generator("cpu").manual_seed(seed + k) for k in range(b)]
+
+        def draw(shape: torch.Size) -> torch.Tensor:  # [B, ...]: one generator per image
+            return torch.stack([torch.randn(shape[1:], generator=g) for g in gens])
+
         x = (images.to(sd.device, sd.dtype) * 2 - 1)
         dist = sd.vae.encode(x).latent_dist
-        eps_vae = torch.randn(dist.mean.shape, generator=gen).to(sd.device, dist.mean.dtype)
+        eps_vae = draw(dist.mean.shape).to(sd.device, dist.mean.dtype)
         z0 = (dist.mean + dist.std * eps_vae) * sd.vae_scale
         ddpm = DDPMScheduler.from_config({k: v for k, v in sd.scheduler_config.items() if not k.startswith("_")})
         context = sd.encode_text([prompt] * b)
         recorder = AttentionRecorder(b, self.n_layers, record_positions, sd.device, z0.shape[-1])
         with recording(sd, recorder):
             for t in timesteps:
-                noise = torch.randn(z0.shape, generator=gen).to(sd.device, z0.dtype)
+                noise = draw(z0.shape).to(sd.device, z0.dtype)
                 tt = torch.full((b,), int(t), device=sd.device, dtype=torch.long)
                 zt = ddpm.add_noise(z0, noise, tt)
                 sd.unet(zt, tt, encoder_hidden_states=context)

@@ -235,7 +235,7 @@ def picture_path(segmentation: Path) -> Path:
 
 def check_picture(out: Path) -> None:
     """Refuse, before any work, a picture path holding a file that is not an explain picture."""
-    provenance.check_replaceable(out, PICTURE_SCHEMA)
+    provenance.check_replaceable(out, PICTURE_SCHEMA, "explain")
 
 
 def write_picture(out: Path, records: Sequence[Record], meta: dict[str, Any]) -> Path:

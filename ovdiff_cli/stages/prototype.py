@@ -110,7 +110,7 @@ class ClassPrototyper:
         The batch size is in neither: it changes the order of floating-point sums only, so other
         batch sizes agree within 1e-5 and a rerun with another batch size reuses the file.
         """
-        settings = {"features": self.extractor.settings(), "settings": self.settings.to_meta(),
+        settings = {"class": inputs.name, "features": self.extractor.settings(), "settings": self.settings.to_meta(),
                     "models": self.models_meta}
         return {"support_sha256": inputs.digest}, settings
 

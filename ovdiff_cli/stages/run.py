@@ -23,6 +23,7 @@ import torch
 from ovdiff_cli import log
 from ovdiff_cli.core.settings import BankSettings, MaskSettings, PrototypeSettings, SampleSettings, SegmentSettings
 from ovdiff_cli.formats import provenance
+from ovdiff_cli.formats.images import open_image
 from ovdiff_cli.formats.vocabulary import Vocabulary, slugify
 from ovdiff_cli.stages.attribute import attribute
 from ovdiff_cli.stages.classify import classify_into
@@ -59,13 +60,11 @@ def run(vocab: Vocabulary, images: Sequence[Path], work: Path, preset: str = "pa
         settings: RunSettings = RunSettings()) -> list[Path]:
     """Every stage in order; returns the label maps."""
     device = torch.device(device)
-    for p in images:  # before hours of sampling
-        if not Path(p).is_file():
-            from ovdiff_cli.errors import BadFile
-
-            raise BadFile(p, "does not exist" if not Path(p).exists() else "is not a file", fix="give image files")
+    for p in images:  # missing, unreadable, truncated or too large: said now, before hours of sampling
+        open_image(p).close()
     # Two images whose label maps (or overlays) would clash: refused now, not after the sampling.
-    plan_outputs([Path(p) for p in images], work, ["overlay"] if settings.overlay else [])
+    plan_outputs([Path(p) for p in images], vocabulary_folder(work, vocab) / "segmentation",
+                 ["overlay"] if settings.overlay else [])
     with provenance.within_run():
         log.logger.info("sample → attribute → mask → prototype for %d classes in %s", len(vocab), work)
         folders = sample(vocab.classes, work / "support", preset, device, dtype, settings.sample)
@@ -74,10 +73,11 @@ def run(vocab: Vocabulary, images: Sequence[Path], work: Path, preset: str = "pa
         protos = prototype(folders, settings.extractors, work / "prototypes", preset, device, dtype, vit_dtype,
                            settings.prototype, settings.batch_size)
         here = vocabulary_folder(work, vocab)
-        filter_stuff(protos, vocab, here / "banks", settings.bank)
+        # only this run's extractors: banks an earlier run with other -x left in the folder are not used
+        banks = [path for path, _ in filter_stuff(protos, vocab, here / "banks", settings.bank)]
         candidates = None
         if settings.prefilter:
             candidates = classify_into(here / "candidates.jsonl", images, vocab, preset, device, dtype)
-        return segment(images, [here / "banks"], here / "segmentation", preset, device, dtype, vit_dtype,
+        return segment(images, banks, here / "segmentation", preset, device, dtype, vit_dtype,
                        settings.segment, candidates, settings.prefilter, settings.batch_size,
                        overlay=settings.overlay)

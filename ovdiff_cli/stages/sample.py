@@ -304,9 +304,11 @@ def from_images(vclass: VocabClass, photos: Sequence[Path], out: Path, preset: s
     check_writable(out)
     s = SupportSet(out / vclass.slug)
     s.written_files()  # a folder of the user's own photos is refused before any model loads
-    size = int(as_generator(registry.load(registry.get_preset(preset), "generator", device, dtype)).image_size)
+    p = registry.get_preset(preset)
+    gen = as_generator(registry.load(p, "generator", device, dtype))
+    size = int(gen.image_size)
     settings = {"source": SOURCE_IMAGES, "class": vclass.name, "phrase": vclass.prompt, "size": size,
-                "sources": digests}
+                "sources": digests, "models": p.describe(), "tiny": bool(getattr(gen, "tiny", False))}
     with locked(s.path):
         # overwrite=False here: the photos may lie in the folder --overwrite clears, so they are
         # decoded before anything there is removed.

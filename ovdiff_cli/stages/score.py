@@ -104,9 +104,10 @@ def _files(arg: Path, what: str, predictions: bool = False) -> dict[str, Path]:
 
 def recorded_vocabulary(path: Path) -> Vocabulary | None:
     """The vocabulary a prediction's metadata records (None when it records none)."""
-    meta = read_png_metadata(path, MADE_BY).get("vocabulary")
-    if meta is None:
-        return None
+    recorded = read_png_metadata(path, MADE_BY)
+    meta = recorded.get("vocabulary")
+    if meta is None and recorded.get("schema") != LABELMAP_SCHEMA:
+        return None  # a map from elsewhere: --vocab or the dataset says what its labels are
     bad = BadFile(path, "has a malformed 'vocabulary' in its ovdiff metadata (not {name, classes: "
                         "[[name, prompt, kind], …]})", fix="give label maps written by `ovdiff segment`, or "
                                                            "maps without ovdiff metadata and --vocab")

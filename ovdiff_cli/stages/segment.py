@@ -494,7 +494,7 @@ def _remove_stale_sides(plan: Outputs, inputs: dict[str, Any], settings: dict[st
     now describe another image: remove them. Others (a user's file, other settings) stay."""
     for kind, path in plan.others.items():
         try:
-            meta = provenance.check_replaceable(path, SIDE_FILES[kind][1])
+            meta = provenance.check_replaceable(path, SIDE_FILES[kind][1], "segment")
             stale = meta is not None and not provenance.compare(path, meta, stage="segment", inputs=inputs,
                                                                 settings=settings, overwrite=overwrite)
         except BadFile:

@@ -47,7 +47,8 @@ def test_other_settings_are_a_conflict_naming_the_keys_and_the_fix(tmp_path: Pat
     path = _thing(tmp_path / "t.safetensors")
     with pytest.raises(BadFile) as e:
         _decide(path, settings={"settings": {"k": 4, "mode": ["a", "b"]}, "models": {"gen": "paper"}})
-    assert str(e.value) == (f"{path}: was made with other settings, models; "
+    # the message names each value that differs, nested keys dotted
+    assert str(e.value) == (f"{path}: was made with other settings.k, models.gen; "
                             "pass --overwrite to replace it, or choose another -o")
     # a key the old file lacks differs too
     with pytest.raises(BadFile, match="other prefilter"):
@@ -99,7 +100,7 @@ def test_an_ovdiff_file_of_another_kind_is_never_replaced(tmp_path: Path, overwr
     write_rgb_png(path, np.zeros((4, 4, 3), np.uint8), {"schema": "ovdiff.labelmap/1", "vocabulary": {}})
     with pytest.raises(BadFile) as e:
         provenance.decide(path, "ovdiff.overlay/1", stage="segment", inputs={}, settings={}, overwrite=overwrite)
-    assert "ovdiff.labelmap/1 file where a ovdiff.overlay/1 file would go" in str(e.value)
+    assert "ovdiff.labelmap/1 file where an ovdiff.overlay/1 file would go" in str(e.value)
 
 
 def test_png_schema_is_read_from_the_text_chunk(tmp_path: Path) -> None:
@@ -121,3 +122,39 @@ def test_safe_name_refuses_what_ovdiff_never_names(tmp_path: Path, value: object
 @pytest.mark.parametrize("value", ["sd", "dino", "clip", "mae-l16", "hot-dog", "x_1", "a+b"])
 def test_safe_name_keeps_ovdiff_names(tmp_path: Path, value: str) -> None:
     assert provenance.safe_name(value, tmp_path / "f.safetensors", "extractor") == value
+
+
+def test_a_conflict_names_at_most_four_values(tmp_path: Path) -> None:
+    path = _thing(tmp_path / "t.safetensors", settings={"settings": {str(i): i for i in range(6)}})
+    with pytest.raises(BadFile) as e:
+        _decide(path, settings={"settings": {str(i): -i - 1 for i in range(6)}})
+    assert "other settings.0, settings.1, settings.2, settings.3 and 2 more;" in str(e.value)
+
+
+@pytest.mark.parametrize("stage, fix", [
+    ("segment", "pass --overwrite to replace it, or choose another -o"),
+    ("attribute", "pass --overwrite to replace it"),  # it writes into the support set: no -o
+    ("mask", "pass --overwrite to replace it"),
+    ("explain", "choose another -o"),  # no --overwrite
+])
+def test_a_fix_names_only_options_the_command_has(tmp_path: Path, stage: str, fix: str) -> None:
+    path = _thing(tmp_path / "t.safetensors")
+    with pytest.raises(BadFile) as e:
+        provenance.decide(path, "ovdiff.thing/1", stage=stage, inputs=INPUTS, settings={"models": {}})
+    assert str(e.value).endswith(f"; {fix}")
+
+
+@pytest.mark.parametrize("stage, tail", [
+    ("segment", "(not even with --overwrite); choose another -o, or move the file away"),
+    ("mask", "(not even with --overwrite); move the file away"),
+    ("explain", "will not replace it; choose another -o, or move the file away"),
+])
+def test_a_foreign_file_message_fits_the_command(tmp_path: Path, stage: str, tail: str) -> None:
+    path = tmp_path / "t.safetensors"
+    path.write_text("mine\n")
+    with pytest.raises(BadFile) as e:
+        provenance.check_replaceable(path, "ovdiff.thing/1", stage)
+    assert str(e.value).endswith(tail)
+    with provenance.within_run(), pytest.raises(BadFile) as e:
+        provenance.check_replaceable(path, "ovdiff.thing/1", stage)
+    assert "--overwrite" not in str(e.value) and "another -o for `ovdiff run`" in str(e.value)

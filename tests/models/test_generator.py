@@ -167,3 +167,16 @@ def test_attend_noises_the_vae_sample_at_each_timestep_in_turn(sd: StableDiffusi
     for (zt, _), t in zip(calls, (100, 500)):
         eps = torch.randn(z0.shape, generator=g)
         torch.testing.assert_close(zt, abar[t].sqrt() * z0 + (1 - abar[t]).sqrt() * eps, atol=1e-5, rtol=1e-4)
+
+
+def test_attend_gives_each_image_its_own_noise_whatever_its_batch(sd: StableDiffusion) -> None:
+    """Image k of a batch seeded s is noised as the lone image seeded s + k, so `attribute --renoise`
+    gives the same maps for any --batch-size (README, attribute)."""
+    gen = DiffusersGenerator(sd)
+    images = torch.rand(3, 3, gen.image_size, gen.image_size, generator=torch.Generator().manual_seed(5))
+    together, counts = gen.attend(images, "A good picture of a cat", [100, 500], [6], seed=43)
+    alone = torch.cat([gen.attend(images[k : k + 1], "A good picture of a cat", [100, 500], [6], seed=43 + k)[0]
+                       for k in range(3)])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
+    # and the images do differ: a shared noise would not be caught by equal inputs
+    assert not torch.allclose(together[0], together[1])

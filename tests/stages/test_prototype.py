@@ -270,3 +270,28 @@ def test_a_locked_prototype_file_is_waited_for_or_one_line(runner, tmp_path: Pat
     assert result.exit_code == 0, result.output
     assert time.monotonic() - start > 0.5 and proc.wait(timeout=30) == 0
     assert read_prototypes(out / "cat.dino.safetensors").fg.instance.shape == (2, 2)
+
+
+def test_two_classes_with_one_file_name_never_replace_each_other(runner, masked: Path, tmp_path: Path) -> None:
+    """"Cat" and "cat" both become cat.dino.safetensors: the class is a setting of the file, so the
+    second is refused instead of taking the first one's place as a "stale" file."""
+    import shutil
+
+    from ovdiff_cli.formats.images import png_metadata, open_image, write_rgb_png
+
+    other = tmp_path / "Cat"
+    shutil.copytree(masked, other)
+    s = SupportSet(other)
+    for i in s.image_indices():
+        im = open_image(s.image_path(i))
+        meta = {**png_metadata(im, s.image_path(i)), "class": "Cat"}
+        write_rgb_png(s.image_path(i), np.asarray(im.convert("RGB")), meta)
+    out = tmp_path / "protos"
+    args = ["-x", "dino", "--models", "tiny", "-o", str(out)]
+    assert runner.invoke(main, ["prototype", str(masked), *args]).exit_code == 0
+    before = (out / "cat.dino.safetensors").read_bytes()
+    line = one_line_error(runner.invoke(main, ["prototype", str(other), *args]))
+    assert line == (f"ovdiff: error: {out / 'cat.dino.safetensors'}: was made with other class; "
+                    "pass --overwrite to replace it, or choose another -o")
+    assert (out / "cat.dino.safetensors").read_bytes() == before
+    assert read_prototypes(out / "cat.dino.safetensors").class_name == "cat"

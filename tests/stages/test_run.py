@@ -80,5 +80,40 @@ def test_run_segments_by_content_and_names_its_own_fixes(runner, tmp_path: Path)
     # other settings over the label map: the fix named exists on `run` (it has no --overwrite)
     line = one_line_error(runner.invoke(main, ["run", "--vocab", "cat,donut", str(second), *ARGS, "-o", str(work),
                                                "--pamr", "-q"]))
-    assert line.endswith("photo.png: was made with other settings; choose another -o for `ovdiff run`, or redo this "
+    assert line.endswith("photo.png: was made with other settings.pamr; choose another -o for `ovdiff run`, or redo this "
                          "stage alone with `ovdiff segment --overwrite`")
+
+
+def test_run_refuses_clashing_names_where_segment_would_write_them(runner, tmp_path: Path) -> None:
+    import shutil
+
+    for d in ("d1", "d2"):
+        (tmp_path / d).mkdir()
+        shutil.copy(IMAGE, tmp_path / d / "photo.png")
+    work = tmp_path / "w"
+    line = one_line_error(runner.invoke(main, ["run", "--vocab", "cat,dog", str(tmp_path / "d1" / "photo.png"),
+                                               str(tmp_path / "d2" / "photo.png"), *ARGS, "-o", str(work)]))
+    assert f"{work}/vocabularies/inline-" in line and "/segmentation/photo.png would be both" in line
+    assert not work.exists()  # refused before anything was drawn
+
+
+def test_run_segments_with_the_extractors_it_is_given(runner, tmp_path: Path) -> None:
+    """A second run with fewer -x does not pick up the banks an earlier run left beside its own: its
+    label map would be made with other models, a conflict that names them; in a new -o it is made."""
+    from ovdiff_cli.formats.images import read_png_metadata
+
+    work = str(tmp_path / "w")
+    result = runner.invoke(main, ["run", "--vocab", "cat,donut", IMAGE, *ARGS, "-o", work])
+    assert result.exit_code == 0, result.output
+    (label_map,) = result.stdout.split()
+    assert sorted(read_png_metadata(label_map)["inputs"]["banks"]) == ["dino", "sd"]
+    assert ARGS[-4:] == ["-x", "sd", "-x", "dino"]
+    args = ARGS[:-4] + ["-x", "dino"]
+    line = one_line_error(runner.invoke(main, ["run", "--vocab", "cat,donut", IMAGE, *args, "-o", work, "-q"]))
+    assert line.endswith("table.png: was made with other models.extractors.sd; choose another -o for `ovdiff run`, "
+                         "or redo this stage alone with `ovdiff segment --overwrite`")
+    assert sorted(read_png_metadata(label_map)["inputs"]["banks"]) == ["dino", "sd"]  # left as it was
+    result = runner.invoke(main, ["run", "--vocab", "cat,donut", IMAGE, *args, "-o", str(tmp_path / "w2")])
+    assert result.exit_code == 0, result.output
+    (label_map,) = result.stdout.split()
+    assert sorted(read_png_metadata(label_map)["inputs"]["banks"]) == ["dino"]

@@ -237,9 +237,7 @@ def test_malformed_recorded_vocabularies_are_one_line(runner, tmp_path: Path, vo
     gt = maps(tmp_path / "gt", {"a": GT})
     for extra in ([], ["--vocab", "cat,dog,sky"]):
         result = run(runner, str(pred), str(gt), *extra, "--json")
-        if vocabulary is None:  # null says nothing: --vocab is needed, and then it scores
-            assert (result.exit_code == 0) == bool(extra), result.output
-            continue
+        # null too: a label map ovdiff wrote always records its vocabulary, so this one was edited
         line = one_line_error(result)
         assert "pred/a.png" in line and "vocabulary" in line and "Traceback" not in result.output
 
@@ -303,3 +301,11 @@ def test_score_of_segment_outputs_scores_maps_and_skips_overlays(runner, colour_
     d = json.loads(result.stdout)
     assert d["images"] == 2 and d["warnings"] == {} and d["classes"] == ["background", "red", "green"]
     assert d["label"] == [2 * 16 * 24, 0, 0]
+
+
+def test_a_map_from_elsewhere_without_a_vocabulary_needs_vocab(runner, tmp_path: Path) -> None:
+    pred = maps(tmp_path / "pred", {"a": PRED}, {"note": "another tool's map"})
+    gt = maps(tmp_path / "gt", {"a": GT})
+    assert "pass --vocab" in one_line_error(run(runner, str(pred), str(gt)))
+    result = run(runner, str(pred), str(gt), "--vocab", "cat,dog,sky", "--json")
+    assert result.exit_code == 0, result.output

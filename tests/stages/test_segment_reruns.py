@@ -314,7 +314,7 @@ def test_a_run_with_other_settings_waits_then_refuses(tmp_path: Path, bank: Path
     finally:
         first.kill()
     assert (code, stdout) == (1, "")
-    assert err.splitlines() == [f"ovdiff: error: {out / 'rg.png'}: was made with other settings; pass --overwrite "
+    assert err.splitlines() == [f"ovdiff: error: {out / 'rg.png'}: was made with other settings.pamr; pass --overwrite "
                                 "to replace it, or choose another -o"]
     assert not (tmp_path / "second.mark").exists()
     assert meta_of(out / "rg.png")["settings"]["pamr"] is False
