@@ -200,7 +200,7 @@ def test_a_label_map_where_an_overlay_goes_is_refused(runner, colour_preset, ban
     before = files_of(out)
     line = one_line_error(segment(runner, str(a), "--bank", str(bank), "--no-prefilter", "-o", str(out),
                                   "--overlay", *(["--overwrite"] if overwrite else [])))
-    assert (f"{out / 'a.overlay.png'}: is an ovdiff {LABELMAP_SCHEMA} file where a {OVERLAY_SCHEMA} file would go"
+    assert (f"{out / 'a.overlay.png'}: is an ovdiff {LABELMAP_SCHEMA} file where an {OVERLAY_SCHEMA} file would go"
             in line)
     assert files_of(out) == before  # neither a.png nor its overlay written
 
