@@ -40,6 +40,8 @@ class OneLineUsageError(click.UsageError):
 
 
 def _one_line(e: click.UsageError) -> OneLineUsageError:
+    if isinstance(e, OneLineUsageError):  # a subcommand's, already converted
+        return e
     # format_message, not message: a bad parameter's message lacks the option's name, a missing one's is empty.
     return OneLineUsageError(e.format_message(), e.ctx)
 
@@ -64,16 +66,12 @@ class OvdiffGroup(click.Group):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
             return super().parse_args(ctx, args)
-        except OneLineUsageError:
-            raise
         except click.UsageError as e:
             raise _one_line(e) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except OneLineUsageError:
-            raise
         except click.UsageError as e:
             raise _one_line(e) from None
         except OvdiffError as e:

@@ -27,6 +27,7 @@ from typing import Any
 
 from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats.atomic import write_text
+from ovdiff_cli.formats.provenance import check_replaceable
 
 MADE_BY = "ovdiff classify"
 
@@ -115,17 +116,6 @@ def read_own_candidates(path: str | os.PathLike[str]) -> list[Candidates] | None
     Raises :class:`BadFile` for a folder or for any file that is not, record by record, one that
     `ovdiff classify` wrote: such a file is never replaced, not even with ``--overwrite``.
     """
-    p = Path(path)
-    if not p.exists() and not p.is_symlink():
+    if check_replaceable(path, CANDIDATES_SCHEMA, "classify") is None:
         return None
-    refuse = BadFile(p, "exists and is not a candidates file written by ovdiff, so ovdiff will not replace it "
-                        "(not even with --overwrite)", fix="choose another -o, or move the file away")
-    if p.is_dir():
-        raise BadFile(p, "is a folder where ovdiff would write a candidates file", fix="choose another -o")
-    try:
-        records = read_candidates(p)
-    except BadFile:
-        raise refuse from None
-    if not records or any(r.extra.get("schema") != CANDIDATES_SCHEMA for r in records):
-        raise refuse
-    return records
+    return read_candidates(path)

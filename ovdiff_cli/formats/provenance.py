@@ -91,7 +91,8 @@ def ovdiff_schema(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, A
     """(schema, metadata) of a file ovdiff wrote; (None, {}) for any other file.
 
     Safetensors files carry the schema in their header, PNG files in the ``ovdiff`` text chunk
-    (a JSON object with a ``schema`` entry). A file that cannot be read as either is not ovdiff's.
+    (a JSON object with a ``schema`` entry), JSON Lines files (classify's candidates) in every
+    record. A file that cannot be read as any of them is not ovdiff's.
     """
     p = Path(path)
     try:
@@ -101,7 +102,10 @@ def ovdiff_schema(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, A
         return None, {}
     if head == _PNG_SIGNATURE:
         return _png_schema(p)
-    return _safetensors_schema(p)
+    found = _safetensors_schema(p)
+    if found[0] is None and head[:1] == b"{":  # second: the format lets a header length start with "{"
+        return _json_lines_schema(p)
+    return found
 
 
 def _png_schema(p: Path) -> tuple[str | None, dict[str, Any]]:
@@ -136,6 +140,21 @@ def _safetensors_schema(p: Path) -> tuple[str | None, dict[str, Any]]:
     if not isinstance(schema, str) or not schema.startswith("ovdiff.") or not isinstance(meta, dict):
         return None, {}
     return schema, meta
+
+
+def _json_lines_schema(p: Path) -> tuple[str | None, dict[str, Any]]:
+    """The one schema every record of a JSON Lines file names; the records carry their own provenance."""
+    try:
+        records = [json.loads(line) for line in p.read_text(encoding="utf-8").split("\n") if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None, {}
+    schemas = {r.get("schema") if isinstance(r, dict) else None for r in records}
+    if len(schemas) != 1:
+        return None, {}
+    schema = schemas.pop()
+    if not isinstance(schema, str) or not schema.startswith("ovdiff."):
+        return None, {}
+    return schema, {}
 
 
 def _kind(schema: str) -> str:

@@ -291,6 +291,7 @@ class SupportSet:
             with contextlib.suppress(OSError):  # absent, or holding hidden files of someone else's
                 folder.rmdir()
 
+
 def read_crossattn(path: str | os.PathLike[str]) -> CrossAttention:
     """Read and check a recorded cross-attention file."""
     f = tensorfile.read(path, CROSSATTN)

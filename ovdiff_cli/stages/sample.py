@@ -247,9 +247,9 @@ def prepare(s: SupportSet, settings: dict[str, Any], overwrite: bool, complete: 
             continue  # attribution, masks, overlays: the later stages' outputs, checked by them
         if not isinstance(record, dict):
             raise BadFile(path, "lacks the settings it was made with", fix=provenance.conflict_fix("sample"))
-        if not provenance.compare(s.path, record, stage="sample", inputs={}, settings=settings):
-            s.clear()  # stale: made from other inputs, so none of it stands
-            return False
+        # A set has no input files (a drawn one none, one from images records its sources as a
+        # setting), so nothing is ever stale here: other settings are refused, the rest is kept.
+        provenance.compare(s.path, record, stage="sample", inputs={}, settings=settings)
     return complete()
 
 

@@ -25,6 +25,7 @@ from ovdiff_cli.errors import BadFile, BadInput
 from ovdiff_cli.formats.datasets import open_dataset
 from ovdiff_cli.formats.images import read_png_metadata
 from ovdiff_cli.formats.labelmap import LABELMAP_SCHEMA, read_label_map
+from ovdiff_cli.formats.provenance import ovdiff_schema
 from ovdiff_cli.formats.vocabulary import Vocabulary, builtin
 from ovdiff_cli.options import Shard
 
@@ -59,8 +60,8 @@ class Report:
 
 def _is_picture(path: Path) -> bool:
     """True for a PNG that ovdiff wrote as anything but a label map (overlay, explain picture, …)."""
-    schema = read_png_metadata(path, MADE_BY).get("schema")
-    return isinstance(schema, str) and schema.startswith("ovdiff.") and schema != LABELMAP_SCHEMA
+    schema, _ = ovdiff_schema(path)
+    return schema is not None and schema != LABELMAP_SCHEMA
 
 
 def _list_file(arg: Path) -> list[Path]:

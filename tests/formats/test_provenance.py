@@ -158,3 +158,15 @@ def test_a_foreign_file_message_fits_the_command(tmp_path: Path, stage: str, tai
     with provenance.within_run(), pytest.raises(BadFile) as e:
         provenance.check_replaceable(path, "ovdiff.thing/1", stage)
     assert "--overwrite" not in str(e.value) and "another -o for `ovdiff run`" in str(e.value)
+
+
+def test_candidates_files_are_told_by_the_schema_of_every_record(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    record = '{"image": "a.png", "schema": "ovdiff.candidates/1"}\n'
+    path.write_text(record * 2 + "\n")
+    assert provenance.ovdiff_schema(path) == ("ovdiff.candidates/1", {})
+    path.write_text(record + '{"image": "b.png"}\n')  # one hand-made record: not a file ovdiff wrote
+    assert provenance.ovdiff_schema(path) == (None, {})
+    path.write_text('{"image": "a.png", "schema": "mine/1"}\n')
+    assert provenance.ovdiff_schema(path) == (None, {})
+

@@ -197,7 +197,8 @@ def test_a_file_classify_did_not_write_is_never_replaced(runner, scorer, images,
     out.write_text(content, encoding="utf-8")
     line = one_line_error(classify_to(runner, out, images[0], "--vocab", "cat,dog",
                                       *(["--overwrite"] if overwrite else [])))
-    assert line.startswith(f"ovdiff: error: {out}: exists and is not a candidates file written by ovdiff")
+    assert line.startswith(f"ovdiff: error: {out}: exists and was not written by ovdiff, so ovdiff will not "
+                           "replace it (not even with --overwrite)")
     assert out.read_text(encoding="utf-8") == content and s.images == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(Path(i).name for i in images), "notes.jsonl"])
 
