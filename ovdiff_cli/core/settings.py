@@ -15,6 +15,9 @@ NEGATIVE_PROMPT = "text, low quality, blurry, cartoon, meme, low resolution, bad
 #: The official release's template; paper v1 used "A good photo of a {}".
 TEMPLATE = "A good picture of a {}"
 
+#: The extractors a prototype or run uses when none is named (the paper's SD + DINO + CLIP).
+DEFAULT_EXTRACTORS: tuple[str, ...] = ("sd", "dino", "clip")
+
 
 @dataclass(frozen=True)
 class SampleSettings:
