@@ -16,7 +16,21 @@ Index (DESIGN.md §4):
 ``--shard K/N``           the K-th of N equal parts of the work: :data:`shard`, :class:`Shard`
 ``--json``                machine-readable output on stdout: :data:`json_output`
 ``-v/-q``                 more / less on stderr: :data:`verbosity`
+``--bank DIR|FILE``       banks of prototypes (repeatable, required): :func:`banks`
+``--overlay``             also write a picture over each input: :func:`overlay`
+``-n, --num-images INT``  support images per class: :func:`num_images`
+``--steps INT``           sampling steps: :func:`steps`
+``--template TEXT``       the prompt template: :func:`template`
+``--proposer NAME``       where mask proposals come from: :func:`proposer`
+``-x, --extractor NAME``  feature extractors (repeatable): :func:`extractors`
+``--no-prefilter``        every class active, no CLIP pre-filter: :data:`no_prefilter`
+``--pamr``                refine the scores with PAMR: :func:`pamr`
+``--no-background``       the no-background protocol: :func:`no_background`
+``--dataset NAME``        a benchmark dataset's root, by reader name: :func:`dataset`
 ========================  ==================================================================
+
+Where two commands word an option differently (their own context), the factory takes the help
+text and everything else (names, type, default, metavar) stays here.
 
 :func:`model_run` applies the usual set of a model-running command at once, and
 :func:`expand_stdin` turns a ``-`` argument into the lines of stdin. Every float option of every
@@ -37,7 +51,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ovdiff_cli import log
+from ovdiff_cli.core.settings import DEFAULT_EXTRACTORS, TEMPLATE, SampleSettings
 from ovdiff_cli.errors import BadInput
+from ovdiff_cli.formats.datasets import READERS
 
 if TYPE_CHECKING:
     import torch
@@ -64,11 +80,16 @@ def verbosity(f: F) -> F:
     return f
 
 
-def output(help_text: str = "Where outputs go.", default: str | None = None,
-           file_okay: bool = True) -> Callable[[F], F]:
-    """``-o/--output PATH`` with a per-command help text and default."""
-    return click.option("-o", "--output", "output", type=click.Path(file_okay=file_okay, dir_okay=True),
-                        default=default, show_default=default is not None, help=help_text)
+def output(help_text: str = "Where outputs go.", *, default: str | None = None, file_okay: bool = True,
+           dir_okay: bool = True, path_type: type | None = None,
+           value_type: click.ParamType | None = None) -> Callable[[F], F]:
+    """``-o/--output PATH`` with a per-command help text and default.
+
+    ``value_type`` replaces the path type where the value is not always a path (``-`` for stdout).
+    """
+    param_type = value_type or click.Path(file_okay=file_okay, dir_okay=dir_okay, path_type=path_type)
+    return click.option("-o", "--output", "output", type=param_type, default=default,
+                        show_default=default is not None, help=help_text)
 
 
 models = click.option("--models", "models", default="paper", show_default=True, metavar="PRESET",
@@ -143,6 +164,68 @@ def batch_size(default: int) -> Callable[[F], F]:
     """``--batch-size INT`` (images per forward pass) with the stage's default."""
     return click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=default,
                         show_default=True, help="Images per forward pass.")
+
+
+def banks(help_text: str) -> Callable[[F], F]:
+    """``--bank DIR|FILE`` (repeatable, at least one): banks from ``ovdiff filter-stuff``."""
+    return click.option("--bank", "banks", multiple=True, required=True, metavar="DIR|FILE", help=help_text)
+
+
+def overlay(help_text: str) -> Callable[[F], F]:
+    """``--overlay``: also write a picture for a person to check; what it shows is the command's."""
+    return click.option("--overlay", "overlay", is_flag=True, help=help_text)
+
+
+def num_images(help_text: str) -> Callable[[F], F]:
+    """``-n/--num-images INT``: support images per class, with sampling's default."""
+    return click.option("-n", "--num-images", "num_images", type=click.IntRange(1, MAX_IMAGES),
+                        default=SampleSettings.num_images, show_default=True, help=help_text)
+
+
+def steps(help_text: str) -> Callable[[F], F]:
+    """``--steps INT``: sampling steps, with sampling's default."""
+    return click.option("--steps", "steps", type=click.IntRange(1, MAX_STEPS), default=SampleSettings.steps,
+                        show_default=True, help=help_text)
+
+
+def template(help_text: str) -> Callable[[F], F]:
+    """``--template TEXT``: the prompt template, ``{}`` standing for the class prompt."""
+    return click.option("--template", "template", default=TEMPLATE, show_default=True, help=help_text)
+
+
+def proposer(help_text: str) -> Callable[[F], F]:
+    """``--proposer NAME``: where instance proposals come from (``auto`` picks)."""
+    return click.option("--proposer", "proposer", default="auto", show_default=True,
+                        metavar="auto|cutler|threshold|NAME", help=help_text)
+
+
+def extractors(help_text: str, *, metavar: str = "NAME") -> Callable[[F], F]:
+    """``-x/--extractor NAME`` (repeatable); the help ends with the extractors used when none is given.
+
+    None given parses as ``()``; the command falls back to :data:`DEFAULT_EXTRACTORS`.
+    """
+    defaults = ", ".join(DEFAULT_EXTRACTORS)
+    return click.option("-x", "--extractor", "extractors", multiple=True, metavar=metavar,
+                        help=f"{help_text}; repeat for several [default: {defaults}].")
+
+
+no_prefilter = click.option("--no-prefilter", "no_prefilter", is_flag=True,
+                            help="Make every class active (no CLIP pre-filter).")
+
+
+def pamr(help_text: str) -> Callable[[F], F]:
+    """``--pamr``: refine the score maps with PAMR before the argmax."""
+    return click.option("--pamr", "pamr", is_flag=True, help=help_text)
+
+
+def no_background(help_text: str) -> Callable[[F], F]:
+    """``--no-background``: the no-background protocol, as the command applies it."""
+    return click.option("--no-background", "no_background", is_flag=True, help=help_text)
+
+
+def dataset(help_text: str) -> Callable[[F], F]:
+    """``--dataset NAME``: a benchmark dataset's root, one of the names :data:`READERS` reads (in its order)."""
+    return click.option("--dataset", "dataset", type=click.Choice(list(READERS)), help=help_text)
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,79 @@ def test_bad_shared_option_values_are_usage_errors(runner, args) -> None:
     assert "Traceback" not in result.output
 
 
+def _stage_options_command():
+    import click
+
+    from ovdiff_cli import options
+
+    @click.command()
+    @options.banks("Banks.")
+    @options.overlay("Overlay.")
+    @options.num_images("Images.")
+    @options.steps("Steps.")
+    @options.template("Template.")
+    @options.proposer("Proposer.")
+    @options.extractors("Feature extractor")
+    @options.no_prefilter
+    @options.pamr("PAMR.")
+    @options.no_background("No background.")
+    @options.dataset("Dataset.")
+    def probe(**kwargs):
+        click.echo(repr(sorted(kwargs.items())))
+
+    return probe
+
+
+def test_stage_options_parse_with_their_defaults(runner) -> None:
+    result = runner.invoke(_stage_options_command(), ["--bank", "b"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == repr(sorted({
+        "banks": ("b",), "overlay": False, "num_images": 32, "steps": 30, "template": "A good picture of a {}",
+        "proposer": "auto", "extractors": (), "no_prefilter": False, "pamr": False, "no_background": False,
+        "dataset": None}.items()))
+
+
+def test_stage_options_take_values(runner) -> None:
+    result = runner.invoke(_stage_options_command(), [
+        "--bank", "a", "--bank", "b", "--overlay", "-n", "2", "--steps", "5", "--template", "{}!",
+        "--proposer", "threshold", "-x", "dino", "-x", "mae", "--no-prefilter", "--pamr", "--no-background",
+        "--dataset", "context59"])
+    assert result.exit_code == 0, result.output
+    values = dict(eval(result.stdout))
+    assert values == {"banks": ("a", "b"), "overlay": True, "num_images": 2, "steps": 5, "template": "{}!",
+                      "proposer": "threshold", "extractors": ("dino", "mae"), "no_prefilter": True, "pamr": True,
+                      "no_background": True, "dataset": "context59"}
+
+
+@pytest.mark.parametrize("args", [["-n", "0"], ["-n", "100001"], ["--steps", "1001"], ["--dataset", "ade"]])
+def test_bad_stage_option_values_are_usage_errors(runner, args) -> None:
+    result = runner.invoke(_stage_options_command(), ["--bank", "b", *args])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_dataset_choices_are_the_readers_in_order_and_extractor_help_names_the_defaults(runner) -> None:
+    result = runner.invoke(_stage_options_command(), ["--help"], terminal_width=200)
+    assert "[voc|context|context59|coco-object]" in result.output
+    assert "Feature extractor; repeat for several [default: sd, dino, clip]." in result.output
+
+
+def test_an_option_shared_by_commands_parses_the_same_in_each() -> None:
+    import importlib
+
+    from ovdiff_cli.commands import COMMANDS
+
+    seen: dict[str, tuple] = {}
+    for target in COMMANDS.values():
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(module), attr)
+        for sub in [command, *getattr(command, "commands", {}).values()]:
+            for p in sub.params:
+                for opt in p.opts:
+                    shape = (p.name, getattr(p, "is_flag", False), p.multiple, p.nargs)
+                    assert seen.setdefault(opt, shape) == shape, (opt, target)
+    assert seen["--dataset"] == ("dataset", False, False, 1) and seen["-x"] == ("extractors", False, True, 1)
+
+
 # ---------------------------------------------------------------------------------------------
 # numbers are checked at parse time; paths are verbatim
 

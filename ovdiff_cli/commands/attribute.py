@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from ovdiff_cli import options
-from ovdiff_cli.core.settings import TEMPLATE
 
 
 def _layers(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, ...]:
@@ -32,7 +31,7 @@ def _layers(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
               help="Cross-attention layers to average (0..15 in execution order) [default: all 16].")
 @click.option("--renoise", is_flag=True, help="Record attention by re-noising the images through the diffusion "
                                                "model (for images without a recording, e.g. your own photos).")
-@click.option("--template", default=TEMPLATE, show_default=True, help="Prompt template for --renoise.")
+@options.template("Prompt template for --renoise.")
 @options.model_run(8)
 def attribute(folders: tuple[str, ...], phrase: str | None, attn_layers: tuple[int, ...], renoise: bool,
               template: str, models: str, device: str, dtype: str, batch_size: int, overwrite: bool) -> None:

@@ -13,8 +13,8 @@ from ovdiff_cli import options
                epilog="Example: ovdiff classify photos/*.jpg --vocab voc -o candidates.jsonl")
 @click.argument("images", nargs=-1, required=True)
 @options.vocab
-@click.option("-o", "--output", default="candidates.jsonl", show_default=True,
-              help="JSON Lines file to write; `-` prints the records on stdout instead.")
+@options.output("JSON Lines file to write; `-` prints the records on stdout instead.", default="candidates.jsonl",
+                value_type=click.STRING)
 @click.option("--clip-topk", type=click.IntRange(1, 16), default=10, show_default=True,
               help="Most classes kept for the subset search (2^k − 1 prompts per image).")
 @options.model_run(32)

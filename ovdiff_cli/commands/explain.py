@@ -23,7 +23,7 @@ def _point(_ctx: click.Context, _param: click.Parameter, value: str | None) -> t
 @click.command("explain", short_help="The support regions behind a segmentation's pixels.",
                epilog="Example: ovdiff explain segmentation/photo.png --bank banks --class cat")
 @click.argument("segmentation", type=click.Path(path_type=Path))
-@click.option("--bank", "banks", multiple=True, required=True, metavar="DIR|FILE", help="The banks segment used.")
+@options.banks("The banks segment used.")
 @click.option("--support", multiple=True, type=click.Path(file_okay=False, path_type=Path),
               help="Support-set folders [default: those recorded in the prototype files].")
 @click.option("--prototypes", type=click.Path(file_okay=False, path_type=Path),
@@ -32,8 +32,8 @@ def _point(_ctx: click.Context, _param: click.Parameter, value: str | None) -> t
 @click.option("--at", callback=_point, metavar="X,Y", help="Explain one pixel (in the original image).")
 @click.option("--top", type=click.IntRange(min=1), default=3, show_default=True,
               help="Prototypes shown per query and extractor.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Picture to write [default: <stem>.explain.png beside the segmentation].")
+@options.output("Picture to write [default: <stem>.explain.png beside the segmentation].", dir_okay=False,
+                path_type=Path)
 @options.json_output
 @options.verbosity
 def explain(segmentation: Path, banks: tuple[str, ...], support: tuple[Path, ...], prototypes: Path | None,

@@ -12,10 +12,9 @@ from ovdiff_cli import options
 @click.command("mask", short_help="Foreground and background masks of support images.",
                epilog="Example: ovdiff sample cat | ovdiff attribute - | ovdiff mask - --overlay")
 @click.argument("folders", nargs=-1, required=True)
-@click.option("--proposer", default="auto", show_default=True, metavar="auto|cutler|threshold|NAME",
-              help="Where instance proposals come from: CutLER (needs detectron2), `threshold` (multi-Otsu "
-                   "on the attribution maps, the paper's 'w/o CutLER'), a proposer registered as "
-                   "proposer.NAME, or auto: CutLER when it can be loaded, else threshold.")
+@options.proposer("Where instance proposals come from: CutLER (needs detectron2), `threshold` (multi-Otsu on "
+                  "the attribution maps, the paper's 'w/o CutLER'), a proposer registered as proposer.NAME, "
+                  "or auto: CutLER when it can be loaded, else threshold.")
 @click.option("--score-threshold", type=options.finite(0, 1), default=0.35, show_default=True,
               help="CutLER detections kept above this score.")
 @click.option("--fallback-fg", type=options.finite(0, 1), default=0.5, show_default=True,
@@ -24,8 +23,8 @@ from ovdiff_cli import options
               help="Without usable proposals: background where attribution < this.")
 @click.option("--bg-attn-max", type=options.finite(0, 1), default=0.2, show_default=True,
               help="The background proposal keeps only pixels with attribution below this (then one erosion).")
-@click.option("--overlay", is_flag=True, help="Also write FOLDER/overlays/00000.png…: fg (red) and bg (blue) "
-                                              "over each image, for a person to check.")
+@options.overlay("Also write FOLDER/overlays/00000.png…: fg (red) and bg (blue) over each image, for a person "
+                 "to check.")
 @click.option("--save-proposals", is_flag=True, help="Keep the raw proposals in FOLDER/proposals.safetensors.")
 @options.model_run(8)
 def mask(folders: tuple[str, ...], proposer: str, score_threshold: float, fallback_fg: float, fallback_bg: float,

@@ -12,9 +12,7 @@ from ovdiff_cli import options
 @click.command("prototype", short_help="Class, instance and part prototypes per class and extractor.",
                epilog="Example: ovdiff mask support/* | ovdiff prototype - -x sd -x dino -x clip")
 @click.argument("folders", nargs=-1, required=True)
-@click.option("-x", "--extractor", "extractors", multiple=True, metavar="sd|dino|clip|mae|NAME",
-              help="Feature extractor (or one a plugin offers as extractor.NAME); repeat for several "
-                   "[default: sd, dino, clip].")
+@options.extractors("Feature extractor (or one a plugin offers as extractor.NAME)", metavar="sd|dino|clip|mae|NAME")
 @options.output("Folder for the prototype files (<class>.<extractor>.safetensors).", default="prototypes",
                 file_okay=False)
 @click.option("--clusters", type=click.IntRange(min=1), default=32, show_default=True,

@@ -15,18 +15,14 @@ from ovdiff_cli import options
 @options.vocab
 @options.output("Work folder: support sets, prototypes, banks and label maps, reused by later runs.",
                 default="ovdiff-work", file_okay=False)
-@click.option("-n", "--num-images", type=click.IntRange(1, options.MAX_IMAGES), default=32, show_default=True,
-              help="Support images per class.")
-@click.option("--steps", type=click.IntRange(1, options.MAX_STEPS), default=30, show_default=True,
-              help="Sampling steps.")
+@options.num_images("Support images per class.")
+@options.steps("Sampling steps.")
 @options.seed(42)
-@click.option("-x", "--extractor", "extractors", multiple=True, metavar="NAME",
-              help="Feature extractor; repeat for several [default: sd, dino, clip].")
-@click.option("--proposer", default="auto", show_default=True, metavar="auto|cutler|threshold|NAME",
-              help="Mask proposals (see `ovdiff mask`).")
-@click.option("--no-prefilter", is_flag=True, help="Make every class active (no CLIP pre-filter).")
-@click.option("--pamr", is_flag=True, help="Refine the scores with PAMR.")
-@click.option("--overlay", is_flag=True, help="Also write a colour overlay per image.")
+@options.extractors("Feature extractor")
+@options.proposer("Mask proposals (see `ovdiff mask`).")
+@options.no_prefilter
+@options.pamr("Refine the scores with PAMR.")
+@options.overlay("Also write a colour overlay per image.")
 @options.models
 @options.device
 @options.dtype

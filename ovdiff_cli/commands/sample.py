@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ovdiff_cli import options
-from ovdiff_cli.core.settings import NEGATIVE_PROMPT, TEMPLATE, SampleSettings
+from ovdiff_cli.core.settings import NEGATIVE_PROMPT, SampleSettings
 
 
 @click.command("sample", short_help="Support sets from Stable Diffusion, recording cross-attention.",
@@ -15,15 +15,12 @@ from ovdiff_cli.core.settings import NEGATIVE_PROMPT, TEMPLATE, SampleSettings
 @click.argument("words", nargs=-1)
 @options.vocab
 @options.output("Folder for the support sets (one subfolder per class).", default="support", file_okay=False)
-@click.option("-n", "--num-images", type=click.IntRange(1, options.MAX_IMAGES), default=32, show_default=True,
-              help="Support images per class (paper v1: 64).")
+@options.num_images("Support images per class (paper v1: 64).")
 @options.batch_size(8)
-@click.option("--steps", type=click.IntRange(1, options.MAX_STEPS), default=30, show_default=True,
-              help="DPM-Solver++ steps.")
+@options.steps("DPM-Solver++ steps.")
 @click.option("--guidance", type=options.finite(), default=8.0, show_default=True,
               help="Classifier-free guidance scale.")
-@click.option("--template", default=TEMPLATE, show_default=True,
-              help="Prompt template; {} is replaced by the class prompt (paper v1: 'A good photo of a {}').")
+@options.template("Prompt template; {} is replaced by the class prompt (paper v1: 'A good photo of a {}').")
 @click.option("--negative-prompt", default=NEGATIVE_PROMPT, show_default=True,
               help="Replaces the empty unconditional prompt; '' for none.")
 @click.option("--prompt", "free_prompt", help="Free text to draw instead of the template (one class only); "

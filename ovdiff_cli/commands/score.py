@@ -14,10 +14,9 @@ from ovdiff_cli import options
                epilog="Example: ovdiff score segmentation VOCdevkit/VOC2012 --dataset voc")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @options.vocab
-@click.option("--dataset", type=click.Choice(["voc", "context", "context59", "coco-object"]),
-              help="GT is this dataset's root: its validation split, classes and protocol.")
-@click.option("--no-background", is_flag=True, help="The no-background protocol: ground-truth background is "
-                                                    "ignored and the labels shift down by one.")
+@options.dataset("GT is this dataset's root: its validation split, classes and protocol.")
+@options.no_background("The no-background protocol: ground-truth background is ignored and the labels shift "
+                       "down by one.")
 @click.option("--strict", is_flag=True, help="Missing or extra predictions are errors, not warnings.")
 @click.option("--nan-as-zero", is_flag=True, help="Also print the official headline variant: undefined IoUs as 0.")
 @click.option("--merge", is_flag=True, help="PATHS are `score --json` outputs of shards: add them up.")

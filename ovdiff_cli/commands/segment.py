@@ -12,15 +12,14 @@ from ovdiff_cli import options
 @click.command("segment", short_help="Label maps of images by nearest prototype.",
                epilog="Example: ovdiff segment photos/*.jpg --bank banks --overlay -o segmentation")
 @click.argument("images", nargs=-1, required=True)
-@click.option("--bank", "banks", multiple=True, required=True, metavar="DIR|FILE",
-              help="Banks from `ovdiff filter-stuff`: a folder of bank.<extractor>.safetensors or files; "
-                   "repeat for several. Every extractor with a bank is used.")
+@options.banks("Banks from `ovdiff filter-stuff`: a folder of bank.<extractor>.safetensors or files; repeat "
+               "for several. Every extractor with a bank is used.")
 @click.option("--candidates", type=click.Path(dir_okay=False, path_type=Path),
               help="Active classes per image from `ovdiff classify` [default: classify in-process].")
-@click.option("--no-prefilter", is_flag=True, help="Make every class active (no CLIP pre-filter).")
+@options.no_prefilter
 @options.output("Folder for the label maps (<stem>.png) and side files.", default="segmentation", file_okay=False)
-@click.option("--pamr", is_flag=True, help="Refine the scores with PAMR (10 iterations, dilations 1,2,4,8,12,24).")
-@click.option("--overlay", is_flag=True, help="Also write <stem>.overlay.png: colours over the image, with a legend.")
+@options.pamr("Refine the scores with PAMR (10 iterations, dilations 1,2,4,8,12,24).")
+@options.overlay("Also write <stem>.overlay.png: colours over the image, with a legend.")
 @click.option("--save-scores", is_flag=True, help="Also write <stem>.scores.safetensors: per-class score maps.")
 @click.option("--explain", is_flag=True, help="Also write <stem>.explain.safetensors: per pixel and extractor, the "
                                               "prototype that decided it (for `ovdiff explain`).")
@@ -32,13 +31,12 @@ from ovdiff_cli import options
 @click.option("--stride", type=click.IntRange(min=1), default=224, show_default=True, help="Sliding-window stride.")
 @click.option("--score-floor", type=options.finite(), default=0.0, show_default=True,
               help="Scores at or below this become 0 before the argmax (so such pixels go to background).")
-@click.option("--no-background", is_flag=True, help="The no-background protocol: argmax over the classes alone.")
+@options.no_background("The no-background protocol: argmax over the classes alone.")
 @click.option("--bg-threshold", type=options.finite(-1, 1), default=0.75, show_default=True,
               help="With banks made by --bg-mode zero: class scores at or below this become 0.")
 @click.option("--keep-inactive-bg", is_flag=True, help="Background prototypes of classes the pre-filter rejected "
                                                        "stay in the background class.")
-@click.option("--dataset", type=click.Choice(["voc", "context", "context59", "coco-object"]),
-              help="IMAGE is this dataset's root: segment its validation split (context59: without background).")
+@options.dataset("IMAGE is this dataset's root: segment its validation split (context59: without background).")
 @click.option("--images-per-batch", type=click.IntRange(min=1), default=2, show_default=True,
               help="Images whose windows share network batches.")
 @options.model_run(8)
