@@ -8,9 +8,10 @@ that the read-out of docs/method.md §4.1 needs: the *keys* of block ``b`` (its 
 pre-attention LayerNorm output, key part, heads concatenated) and the positional embedding brought
 to other grids by plain bicubic interpolation.
 
-Why not timm's ``VisionTransformer`` itself: its grid change is antialiased bicubic (other values
-than the method's plain bicubic), its constructor draws a random ``pos_embed`` (the tiny preset's
-seeded weights would change), and its ``forward`` pools the CLS token where we need the grid.
+Why not timm's ``VisionTransformer`` itself: its grid change is antialiased bicubic (values other
+than the plain bicubic ovdiff has always used), its constructor draws a random ``pos_embed`` (the
+tiny preset's seeded weights would change), and its ``forward`` pools the CLS token where we need
+the grid. tests/models/test_vit.py checks all of this against the hand-written ViT it replaced.
 timm is imported when a ViT is built, not when this module is imported: the stages import this
 module, and most commands never build a ViT.
 """
