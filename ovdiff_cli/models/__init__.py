@@ -1,7 +1,8 @@
-"""The only place diffusers, transformers, open_clip or detectron2 are imported.
+"""The only place diffusers, transformers, open_clip, timm or detectron2 are imported.
 
 Use :func:`load` with a preset name and a slot; register your own models with
-:func:`register_preset` / :func:`register_component` or the ``ovdiff.models`` entry-point group.
+:func:`register_preset` / :func:`register_component` or the ``ovdiff.models`` entry-point group
+(the contract: docs/plugins.md).
 """
 
 from ovdiff_cli.models.registry import (

@@ -18,7 +18,7 @@ import torch
 
 from ovdiff_cli.errors import BadFile
 from ovdiff_cli.models import clip, cutler, sd, vit
-from ovdiff_cli.models.registry import Component, Preset
+from ovdiff_cli.models.components import Component, Preset
 from ovdiff_cli.models.sources import HubFiles, UrlFile
 
 DINO_URL = "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth"

@@ -8,86 +8,27 @@ random weights, built in code; for tests and offline smoke runs). Others come fr
 - from an installed package: an entry point in the group ``ovdiff.models`` naming a function
   that takes no arguments and calls the two functions above. Entry points load on first use.
 
-A component's ``loader(files, device, dtype)`` receives the local paths of its sources' files
-(empty for code-built models) and returns the object of its slot (see
-:mod:`ovdiff_cli.models.interfaces`). Loaded objects are cached per (component, device, dtype),
-so a model shared by two slots (SD as generator and as feature extractor) loads once.
+Components and presets are the classes of :mod:`ovdiff_cli.models.components` (re-exported
+here); what a plugin must register and what each slot's object must provide is in docs/plugins.md.
+Loaded objects are cached per (component, device, dtype), so a model shared by two slots (SD as
+generator and as feature extractor) loads once.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from ovdiff_cli import log
 from ovdiff_cli.errors import BadInput, ModelUnavailable, OvdiffError
-from ovdiff_cli.models.sources import Source
+from ovdiff_cli.models.components import Component, Loader, Preset
+
+__all__ = ["ENTRY_POINT_GROUP", "Component", "Loader", "Preset", "clear_cache", "get_preset", "load", "presets",
+           "register_component", "register_preset", "unregister_preset"]
 
 ENTRY_POINT_GROUP = "ovdiff.models"
-
-Loader = Callable[[dict[str, Path], torch.device, torch.dtype], Any]
-
-
-@dataclass(frozen=True)
-class Component:
-    """One model: a unique key, where its weights are, what it needs, how to load it."""
-
-    key: str
-    description: str
-    loader: Loader
-    sources: tuple[Source, ...] = ()
-    requires: tuple[str, ...] = ()
-    tiny: bool = False
-    install: str = ""  # how to install ``requires`` when a plain `pip install` is not the way
-    optional: bool = False  # not needed by the default pipeline (``models check`` passes without it)
-
-    def missing_files(self) -> list[str]:
-        return [name for s in self.sources for name in s.missing()]
-
-    def missing_packages(self) -> list[str]:
-        return [m for m in self.requires if importlib.util.find_spec(m) is None]
-
-    def where(self) -> str:
-        return "; ".join(s.where() for s in self.sources) if self.sources else "built in code (no download)"
-
-    def locate(self, preset: str) -> dict[str, Path]:
-        """Local paths of every source file, or a one-line ModelUnavailable naming the fix."""
-        files: dict[str, Path] = {}
-        for s in self.sources:
-            found = s.locate()
-            if found is None:
-                raise ModelUnavailable(self.key, s.where(), f"missing {', '.join(s.missing())}; run "
-                                       f"`ovdiff models download {preset}` (it needs internet)")
-            files.update(found)
-        return files
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named set of components by slot (``generator``, ``extractor.dino``, …)."""
-
-    name: str
-    description: str
-    slots: Mapping[str, Component] = field(default_factory=dict)
-    tiny: bool = False
-
-    def component(self, slot: str) -> Component:
-        try:
-            return self.slots[slot]
-        except KeyError:
-            raise BadInput(f"preset {self.name!r} has no {slot!r} model",
-                           f"its slots: {', '.join(self.slots) or 'none'}; see `ovdiff models list`") from None
-
-    def describe(self) -> dict[str, Any]:
-        """What outputs record about the models that made them."""
-        return {"preset": self.name, "tiny": self.tiny or any(c.tiny for c in self.slots.values()),
-                "components": {slot: c.key for slot, c in self.slots.items()}}
-
 
 _presets: dict[str, Preset] = {}
 _loaded: dict[tuple[str, str, str], Any] = {}

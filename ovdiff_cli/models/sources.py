@@ -7,18 +7,22 @@ client's own retries (about half a minute here) are skipped by probing the host 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sys
 import urllib.parse
-import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ovdiff_cli.errors import ModelUnavailable
-from ovdiff_cli.formats.atomic import atomic_open
 
 #: Seconds to wait for a host before declaring it unreachable.
 PROBE_TIMEOUT = 5.0
+
+#: Seconds a checkpoint download may wait on one read before it fails.
+DOWNLOAD_TIMEOUT = 30.0
 
 
 def _probe(url: str, model: str, where: str) -> None:
@@ -61,7 +65,7 @@ class HubFiles:
         """Local path of every file (keyed by the first alternative's name), or None if any is missing."""
         paths: dict[str, Path] = {}
         for entry in self.files:
-            alternatives = (entry,) if isinstance(entry, str) else entry
+            alternatives = _alternatives(entry)
             hit = next((p for p in map(self._find, alternatives) if p is not None), None)
             if hit is None:
                 return None
@@ -70,16 +74,15 @@ class HubFiles:
 
     def missing(self) -> list[str]:
         """Names of the files not in the cache."""
-        out = []
-        for entry in self.files:
-            alternatives = (entry,) if isinstance(entry, str) else entry
-            if all(self._find(a) is None for a in alternatives):
-                out.append(" or ".join(alternatives))
-        return out
+        return [" or ".join(_alternatives(e)) for e in self.files if self._missing(e)]
 
     def download(self, model: str) -> dict[str, Path]:
-        """Fetch the missing files into the cache; return every file's local path."""
-        from huggingface_hub import constants, hf_hub_download
+        """Fetch the missing files into the cache; return every file's local path.
+
+        One ``snapshot_download`` per round of alternatives: first every entry's first choice, then
+        the second choice of the entries the repository did not have, and so on (first found wins).
+        """
+        from huggingface_hub import constants, snapshot_download
 
         found = self.locate()
         if found is not None:
@@ -87,20 +90,29 @@ class HubFiles:
         if _hub_offline():
             raise ModelUnavailable(model, self.where(), "HF_HUB_OFFLINE is set; unset it to download")
         _probe(constants.ENDPOINT, model, self.where())
-        for entry in self.files:
-            alternatives = (entry,) if isinstance(entry, str) else entry
-            if any(self._find(a) is not None for a in alternatives):
-                continue
-            errors = []
-            for name in alternatives:
-                try:
-                    hf_hub_download(self.repo_id, name, revision=self.revision)
-                    break
-                except Exception as e:  # the hub client raises many kinds; report the last one
-                    errors.append(f"{name}: {' '.join(str(e).split())[:160]}")
-            else:
-                raise ModelUnavailable(model, self.where(), "download failed (" + "; ".join(errors) + ")")
+        for choice in range(max(len(_alternatives(e)) for e in self.files)):
+            wanted = [_alternatives(e)[choice] for e in self.files
+                      if choice < len(_alternatives(e)) and self._missing(e)]
+            if not wanted:
+                break
+            try:
+                snapshot_download(self.repo_id, revision=self.revision, allow_patterns=wanted)
+            except Exception as e:  # the hub client raises many kinds; one line names the cause
+                raise ModelUnavailable(model, self.where(),
+                                       f"download failed ({' '.join(str(e).split())[:160]})") from None
+        absent = self.missing()
+        if absent:
+            raise ModelUnavailable(model, self.where(),
+                                   f"download failed (not in {self.repo_id}: {'; '.join(absent)})")
         return self.locate() or {}
+
+    def _missing(self, entry: str | tuple[str, ...]) -> bool:
+        return all(self._find(a) is None for a in _alternatives(entry))
+
+
+def _alternatives(entry: str | tuple[str, ...]) -> tuple[str, ...]:
+    """The names one entry of :attr:`HubFiles.files` may have, in order of preference."""
+    return (entry,) if isinstance(entry, str) else entry
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,7 @@ class UrlFile:
 
     url: str
     filename: str
+    sha256_prefix: str | None = None  # leading hex digits of the file's SHA-256, checked after download
 
     def path(self) -> Path:
         import torch.hub
@@ -126,23 +139,39 @@ class UrlFile:
         return [] if self.path().is_file() else [self.filename]
 
     def download(self, model: str) -> dict[str, Path]:
-        """Fetch the file (atomically: a killed download leaves nothing behind)."""
+        """Fetch the file with torch's own downloader: into a ``.partial`` file beside the target,
+        renamed when complete (a failed download leaves nothing behind), checked against
+        :attr:`sha256_prefix` when one is given."""
+        import torch.hub
+
         from ovdiff_cli import log
 
         found = self.locate()
         if found is not None:
             return found
         _probe(self.url, model, self.where())
+        self.path().parent.mkdir(parents=True, exist_ok=True)
+        # Bars as log.progress shows them: not when quiet, not when stderr is not a terminal.
+        bar = log.verbosity() >= 0 and sys.stderr.isatty()
         try:
-            with urllib.request.urlopen(self.url, timeout=30) as resp, atomic_open(self.path(), "wb") as out:
-                total = int(resp.headers.get("Content-Length") or 0) or None
-                blocks = iter(lambda: resp.read(1 << 20), b"")
-                for block in log.progress(blocks, desc=self.filename, total=total and -(-total // (1 << 20)),
-                                          unit="MiB"):
-                    out.write(block)
-        except OSError as e:
+            with _socket_timeout(DOWNLOAD_TIMEOUT):
+                torch.hub.download_url_to_file(self.url, str(self.path()), hash_prefix=self.sha256_prefix,
+                                               progress=bar)
+        except (OSError, RuntimeError) as e:  # RuntimeError: the hash does not match
             raise ModelUnavailable(model, self.where(), f"download from {self.url} failed ({e})") from None
         return {self.filename: self.path()}
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """Give new sockets a timeout: torch's downloader opens its connection without one, so a host
+    that stops answering midway would hang the download for ever."""
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
 
 
 Source = HubFiles | UrlFile

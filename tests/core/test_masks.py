@@ -191,6 +191,44 @@ def test_multi_otsu_gives_up_below_three_occupied_bins(values) -> None:
     assert multi_otsu(torch.tensor(values)) is None
 
 
+def banded(seed: int) -> torch.Tensor:
+    """Three bands of uniform values, [0, 0.2], [0.4, 0.6], [0.8, 1], of random sizes: the best cuts
+    lie in the empty gaps, clear of any near-tie."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(100, 3000, (3,), generator=g).tolist()
+    return torch.cat([torch.rand(n, generator=g) * 0.2 + lo for n, lo in zip(sizes, (0.0, 0.4, 0.8))])
+
+
+@pytest.mark.parametrize("bins", [16, 64, 256])
+@pytest.mark.parametrize("seed", range(4))
+def test_multi_otsu_equals_scikit_image_where_both_define_it_alike(seed: int, bins: int) -> None:
+    """scikit-image's threshold_multiotsu, a second implementation, on the same float data and bins.
+
+    The two agree by construction on the histogram (``bins`` equal bins over [min, max], thresholds at
+    bin centres) and on the search (exhaustive, first maximum). They may differ by design elsewhere,
+    which these inputs stay clear of: scikit-image sums the probabilities in float32 (cuts whose
+    between-class variances differ by less than float32 resolves can come out the other way), and
+    its cumulative first moment starts at prob[0] instead of 0 (the lowest bin counts as if it sat at
+    the second bin's place), which moves the first cut when the lowest bin holds much of the mass,
+    as attribution maps clipped at 0 can. Ours computes in float64 with the bin centres as values.
+    """
+    filters = pytest.importorskip("skimage.filters")
+    values = banded(seed)
+    expected = filters.threshold_multiotsu(values.double().numpy(), classes=3, nbins=bins)
+    assert multi_otsu(values, bins) == pytest.approx(tuple(expected), abs=1e-12)
+
+
+def test_multi_otsu_equals_scikit_image_on_three_values_and_gives_up_with_it() -> None:
+    filters = pytest.importorskip("skimage.filters")
+    three = torch.tensor([0.0] * 10 + [0.5] * 10 + [1.0] * 10)
+    expected = filters.threshold_multiotsu(three.double().numpy(), classes=3, nbins=256)
+    assert multi_otsu(three) == pytest.approx(tuple(expected), abs=1e-12)
+    two = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    assert multi_otsu(two) is None
+    with pytest.raises(ValueError, match="only 2 different values"):
+        filters.threshold_multiotsu(two.double().numpy(), classes=3, nbins=256)
+
+
 def test_overlay_tints_inside_and_outlines_in_full_colour() -> None:
     image = torch.zeros(3, 5, 5)
     fg = torch.zeros(5, 5, dtype=torch.bool)

@@ -142,6 +142,70 @@ def test_url_download_failures_are_fast_and_leave_nothing(empty_caches: Path, ht
         assert not folder.exists() or list(folder.iterdir()) == []
 
 
+def test_url_download_checks_the_hash_prefix(empty_caches: Path, http_root) -> None:
+    import hashlib
+
+    www, base = http_root
+    payload = b"weights" * 1000
+    (www / "model.pth").write_bytes(payload)
+    digest = hashlib.sha256(payload).hexdigest()
+    wrong = "1" if digest[0] == "0" else "0"
+    with pytest.raises(ModelUnavailable, match="invalid hash value"):
+        UrlFile(f"{base}/model.pth", "model.pth", sha256_prefix=wrong + digest[1:8]).download("m")
+    assert list((empty_caches / "torch-hub" / "checkpoints").iterdir()) == []
+    files = UrlFile(f"{base}/model.pth", "model.pth", sha256_prefix=digest[:8]).download("m")
+    assert files["model.pth"].read_bytes() == payload
+
+
+@pytest.fixture
+def fake_hub(empty_caches: Path, monkeypatch):
+    """A stand-in for the hub's ``snapshot_download`` (no network): the repository holds the files
+    in the returned set; each call records its allow_patterns and lays the matching files out in the
+    cache as the hub client would."""
+    import huggingface_hub
+
+    from ovdiff_cli.models import sources
+
+    remote: set[str] = set()
+    calls: list[list[str]] = []
+
+    def snapshot_download(repo_id: str, *, revision=None, allow_patterns=None):
+        calls.append(list(allow_patterns))
+        snap = empty_caches / "hf-hub" / ("models--" + repo_id.replace("/", "--")) / "snapshots" / ("0" * 40)
+        for name in set(allow_patterns) & remote:
+            (snap / name).parent.mkdir(parents=True, exist_ok=True)
+            (snap / name).write_text(name)
+        refs = snap.parents[1] / "refs"
+        refs.mkdir(parents=True, exist_ok=True)
+        (refs / "main").write_text("0" * 40)
+        return str(snap)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(sources, "_probe", lambda url, model, where: None)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    return remote, calls
+
+
+def test_hub_download_takes_the_first_alternative_the_repository_has(fake_hub) -> None:
+    remote, calls = fake_hub
+    remote.update({"config.json", "weights.bin", "sub/vocab.json"})  # no weights.safetensors
+    src = HubFiles("org/model", ("config.json", ("weights.safetensors", "weights.bin"), "sub/vocab.json"))
+    files = src.download("m")
+    assert calls == [["config.json", "weights.safetensors", "sub/vocab.json"], ["weights.bin"]]
+    assert {k: v.read_text() for k, v in files.items()} == {
+        "config.json": "config.json", "weights.safetensors": "weights.bin", "sub/vocab.json": "sub/vocab.json"}
+    assert src.missing() == []
+    calls.clear()
+    assert src.download("m") == files and calls == []  # all cached: no call
+
+
+def test_hub_download_names_the_files_the_repository_lacks(fake_hub) -> None:
+    remote, _calls = fake_hub
+    remote.add("config.json")
+    with pytest.raises(ModelUnavailable, match=r"download failed \(not in org/model: a.bin or b.bin\)"):
+        HubFiles("org/model", ("config.json", ("a.bin", "b.bin"))).download("m")
+
+
 def test_hub_download_respects_offline_mode(empty_caches: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailable, match="HF_HUB_OFFLINE is set"):
