@@ -33,10 +33,10 @@ class Selection:
 
 
 @dataclass(frozen=True)
-class Proposals:
-    """The class-agnostic proposals of a support set: masks [J, S, S] bool, their scores [J]
-    float32 and the support image each belongs to, image [J] int64; ``meta`` names the class
-    and the proposer."""
+class SetProposals:
+    """The class-agnostic proposals of all images of a support set, as ``mask --save-proposals``
+    keeps them: masks [J, S, S] bool, their scores [J] float32 and the support image each belongs
+    to, image [J] int64; ``meta`` names the class and the proposer."""
 
     masks: torch.Tensor
     scores: torch.Tensor

@@ -14,7 +14,7 @@ replaces or deletes one it did not write (:meth:`SupportSet.written_files`).
 
 The tensor files are read and written as core's records: :class:`CrossAttention`,
 :class:`AttentionBatch` and :class:`Attribution` (``ovdiff_cli.core.attention``) and
-:class:`Proposals` (``ovdiff_cli.core.masks``).
+:class:`SetProposals` (``ovdiff_cli.core.masks``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ovdiff_cli.core.attention import AttentionBatch, Attribution, CrossAttention
-from ovdiff_cli.core.masks import Proposals
+from ovdiff_cli.core.masks import SetProposals
 from ovdiff_cli.core.tokens import CONTEXT_LENGTH
 from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats import tensorfile
@@ -211,7 +211,7 @@ class SupportSet:
     def read_attribution(self) -> Attribution:
         return read_attribution(self.attribution_path)
 
-    def write_proposals(self, rec: Proposals) -> Path:
+    def write_proposals(self, rec: SetProposals) -> Path:
         """Write the proposals bit-packed; ``rec.meta`` needs class and proposer (size is added)."""
         masks = rec.masks
         size = int(masks.shape[-1]) if masks.ndim == 3 else 0
@@ -221,7 +221,7 @@ class SupportSet:
                                 {"masks": packed, "scores": rec.scores.float(), "image": rec.image.long()},
                                 {**rec.meta, "size": size})
 
-    def read_proposals(self) -> Proposals:
+    def read_proposals(self) -> SetProposals:
         return read_proposals(self.proposals_path)
 
     def write_partial(self, batch: int, rec: AttentionBatch) -> Path:
@@ -306,7 +306,7 @@ def _outside_unit_interval(att: Attribution) -> str | None:
     return None
 
 
-def read_proposals(path: str | os.PathLike[str]) -> Proposals:
+def read_proposals(path: str | os.PathLike[str]) -> SetProposals:
     """The proposals of a file, masks unpacked to [J, S, S] bool."""
     f = tensorfile.read(path, PROPOSALS)
     size = int(f.meta["size"])
@@ -316,7 +316,7 @@ def read_proposals(path: str | os.PathLike[str]) -> Proposals:
                       PROPOSALS.made_by)
     masks = torch.from_numpy(np.unpackbits(packed, axis=-1, count=size).astype(bool)) if packed.size else \
         torch.zeros(0, size, size, dtype=torch.bool)
-    return Proposals(masks, f.tensors["scores"], f.tensors["image"], f.meta)
+    return SetProposals(masks, f.tensors["scores"], f.tensors["image"], f.meta)
 
 
 def _check_crossattn(rec: CrossAttention, path: Path, strict: bool) -> None:

@@ -159,7 +159,7 @@ class FolderMasker:
             image = torch.tensor([i for m, _, i in kept for _ in range(m.shape[0])], dtype=torch.long)
             whole = {"attribution": attribution, "images": [images[i] for i in indices]}
             meta = {**provenance.identity(whole, settings), "class": name}
-            s.write_proposals(core.Proposals(masks, scores, image, meta))
+            s.write_proposals(core.SetProposals(masks, scores, image, meta))
 
     def _write(self, s: SupportSet, i: int, fg: torch.Tensor, bg: torch.Tensor, meta: dict[str, Any]) -> None:
         if bool((fg & bg).any()):  # the rules make them disjoint; a mask file can hold only one label
