@@ -1,4 +1,5 @@
-"""Cross-attention recording and attribution maps as tensor functions (METHOD.md §1–2)."""
+"""Cross-attention recording and attribution maps as tensor functions (METHOD.md §1–2), and the
+records they fill: :class:`CrossAttention`, :class:`AttentionBatch`, :class:`Attribution`."""
 
 from __future__ import annotations
 
@@ -10,18 +11,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ovdiff_cli.core.tokens import CONTEXT_LENGTH
-
 
 @dataclass(frozen=True)
 class CrossAttention:
-    """Recorded cross-attention of one support set (METHOD.md §1).
+    """Recorded cross-attention of one support set (docs/method.md §1).
 
     attn [N, L, T, G, G] float32: per image, layer and recorded token the sum of ``counts``
-    [N, L] int64 clamped maps (steps × heads); positions [T] int64 index the text encoder's
-    ``CONTEXT_LENGTH``-token prompt; phrase_positions [P] int64 are a subset of positions.
-    ``tokens`` are the T token strings, ``layers`` the L layer names; ``meta`` holds the prompt
-    and the generation parameters.
+    [N, L] int64 clamped maps (steps × heads); positions [T] int64 index the prompt's tokens
+    (0..``core.tokens.CONTEXT_LENGTH`` − 1, BOS at 0); phrase_positions [P] int64 are a subset
+    of positions. ``tokens`` are the T token strings, ``layers`` the L layer names; ``meta``
+    holds the prompt and the generation parameters.
     """
 
     attn: torch.Tensor
@@ -49,7 +48,7 @@ class AttentionBatch:
 
 @dataclass(frozen=True)
 class Attribution:
-    """Attribution maps of one support set (METHOD.md §2): ``maps`` A [N, S, S] at image size and
+    """Attribution maps of one support set (docs/method.md §2): ``maps`` A [N, S, S] at image size and
     ``maps64`` A^64 [N, G, G] on the attention grid, both float32 in [0, 1]."""
 
     maps: torch.Tensor

@@ -52,8 +52,8 @@ CROSSATTN = Schema("ovdiff.crossattn", 1, "ovdiff sample", {
     "attn": TensorSpec("float32", ("N", "L", "T", "G", "G")),
     # How many maps were summed into each (image, layer): steps × heads.
     "counts": TensorSpec("int64", ("N", "L")),
-    # Positions (in the CONTEXT_LENGTH-token prompt) of the recorded tokens, and of the class phrase
-    # among them.
+    # Positions in the prompt's tokens (0..CONTEXT_LENGTH-1, BOS at 0) of the recorded tokens, and
+    # of the class phrase among them.
     "positions": TensorSpec("int64", ("T",)),
     "phrase_positions": TensorSpec("int64", ("P",)),
 }, meta_keys=("class", "prompt", "models"))

@@ -15,7 +15,7 @@ from ovdiff_cli import __version__
 from ovdiff_cli.cli import main
 from ovdiff_cli.formats import tensorfile
 from ovdiff_cli.formats.candidates import Candidates, write_candidates
-from ovdiff_cli.core.attention import Attribution, CrossAttention
+from ovdiff_cli.core.attention import CrossAttention
 from ovdiff_cli.core.bank import Rows
 from ovdiff_cli.core.prototypes import Prototypes, Side
 from ovdiff_cli.formats.prototypes import PROTOTYPES, Bank, write_bank, write_prototypes
