@@ -74,7 +74,7 @@ class Side:
 
     @classmethod
     def empty(cls, dim: int) -> Side:
-        """A side without prototypes (a class whose masks held no pixel of it)."""
+        """A side without prototypes: no support image had a pixel on it."""
         z = torch.zeros(0, dim)
         i = torch.zeros(0, dtype=torch.int64)
         return cls(z, z.clone(), i, z.clone(), torch.zeros(0, 3, dtype=torch.int64), i.clone())
