@@ -16,9 +16,11 @@ from pathlib import Path
 
 import torch
 
-from ovdiff_cli.formats.prototypes import (Bank, BankSide, PrototypeSide, Prototypes, read_bank, read_prototypes,
-                                           write_bank, write_prototypes)
-from ovdiff_cli.formats.supportset import Attribution, CrossAttention, SupportSet
+from ovdiff_cli.core.attention import Attribution, CrossAttention
+from ovdiff_cli.core.bank import Rows
+from ovdiff_cli.core.prototypes import Prototypes, Side
+from ovdiff_cli.formats.prototypes import Bank, read_bank, read_prototypes, write_bank, write_prototypes
+from ovdiff_cli.formats.supportset import SupportSet
 from ovdiff_cli.formats.vocabulary import builtin
 
 
@@ -52,11 +54,11 @@ def main() -> None:
     timed("write attribution (32x512x512)", lambda: s.write_attribution(att), s.attribution_path)
     timed("read attribution", s.read_attribution, s.attribution_path)
 
-    def side() -> PrototypeSide:
+    def side() -> Side:
         p = 40_000
-        return PrototypeSide(torch.randn(1, 7680, generator=g), torch.randn(32, 7680, generator=g),
-                             torch.arange(32), torch.randn(32, 7680, generator=g),
-                             torch.randint(0, 64, (p, 3), generator=g), torch.randint(0, 32, (p,), generator=g))
+        return Side(torch.randn(1, 7680, generator=g), torch.randn(32, 7680, generator=g),
+                    torch.arange(32), torch.randn(32, 7680, generator=g),
+                    torch.randint(0, 64, (p, 3), generator=g), torch.randint(0, 32, (p,), generator=g))
 
     protos = Prototypes(side(), side(), {**prov, "class": "cat", "extractor": "sd"})
     ppath = folder / "cat.sd.safetensors"
@@ -67,7 +69,7 @@ def main() -> None:
     rows = 20 * 65  # VOC: 20 classes × (1 + 32 + 32) prototypes
     vec = torch.nn.functional.normalize(torch.randn(rows, 7680, generator=g), dim=1)
     owner = torch.arange(rows) % 20 + 1
-    bside = BankSide(vec, owner, torch.zeros(rows, dtype=torch.int64), torch.zeros(rows, dtype=torch.int64))
+    bside = Rows(vec, owner, torch.zeros(rows, dtype=torch.int64), torch.zeros(rows, dtype=torch.int64))
     bank = Bank(bside, bside, vocab, {**prov, "extractor": "sd"})
     bpath = folder / "bank.sd.safetensors"
     timed("write SD bank (VOC, 2x1300 rows)", lambda: write_bank(bpath, bank), bpath)

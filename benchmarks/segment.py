@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ovdiff_cli.core.settings import SegmentSettings
-from ovdiff_cli.formats.prototypes import Bank, BankSide
+from ovdiff_cli.core.bank import Rows
+from ovdiff_cli.formats.prototypes import Bank
 from ovdiff_cli.formats.vocabulary import builtin, build
 from ovdiff_cli.models import registry
 from ovdiff_cli.models.builtin import paper_architecture
@@ -33,11 +34,11 @@ def random_bank(extractor: str, dim: int, vocab, rows: int = 65) -> Bank:
     g = torch.Generator().manual_seed(0)
     n = len(vocab) * rows
 
-    def side() -> BankSide:
+    def side() -> Rows:
         v = torch.randn(n, dim, generator=g)
         owner = torch.arange(1, len(vocab) + 1).repeat_interleave(rows)
-        return BankSide(v / v.norm(dim=1, keepdim=True), owner, torch.zeros(n, dtype=torch.long),
-                        torch.zeros(n, dtype=torch.long))
+        return Rows(v / v.norm(dim=1, keepdim=True), owner, torch.zeros(n, dtype=torch.long),
+                    torch.zeros(n, dtype=torch.long))
 
     return Bank(side(), side(), vocab, {"extractor": extractor, "settings": {"bg_mode": "all"}})
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
+from ovdiff_cli.core.bank import Rows
 from ovdiff_cli.formats import vocabulary
-from ovdiff_cli.formats.prototypes import Bank, BankSide, bank_path, read_bank, write_bank
+from ovdiff_cli.formats.prototypes import Bank, bank_path, read_bank, write_bank
 from ovdiff_cli.models import get_preset, load
 
 
@@ -28,8 +29,8 @@ def main(out: Path) -> None:
     texts = clip.encode_texts(["a " + c.prompt for c in vocab.classes])  # [3, E], unit vectors
 
     labels = torch.arange(1, len(vocab) + 1)
-    fg = BankSide(texts, labels, torch.zeros_like(labels), torch.zeros_like(labels))
-    empty = BankSide(torch.zeros(0, texts.shape[1]), *(torch.zeros(0, dtype=torch.int64),) * 3)
+    fg = Rows(texts, labels, torch.zeros_like(labels), torch.zeros_like(labels))  # owner, kind, index per row
+    empty = Rows.empty(texts.shape[1])
     meta = {"extractor": "text", "models": preset.describe(), "inputs": {}}  # provenance every bank carries
     path = write_bank(bank_path(out, "text"), Bank(fg, empty, vocab, meta))
     back = read_bank(path)

@@ -1,12 +1,59 @@
-"""Cross-attention recording and attribution maps as tensor functions (METHOD.md §1–2)."""
+"""Cross-attention recording and attribution maps as tensor functions (METHOD.md §1–2), and the
+records they fill: :class:`CrossAttention`, :class:`AttentionBatch`, :class:`Attribution`."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class CrossAttention:
+    """Recorded cross-attention of one support set (docs/method.md §1).
+
+    attn [N, L, T, G, G] float32: per image, layer and recorded token the sum of ``counts``
+    [N, L] int64 clamped maps (steps × heads); positions [T] int64 index the prompt's tokens
+    (0..``core.tokens.CONTEXT_LENGTH`` − 1, BOS at 0); phrase_positions [P] int64 are a subset
+    of positions. ``tokens`` are the T token strings, ``layers`` the L layer names; ``meta``
+    holds the prompt and the generation parameters.
+    """
+
+    attn: torch.Tensor
+    counts: torch.Tensor
+    positions: torch.Tensor
+    phrase_positions: torch.Tensor
+    tokens: tuple[str, ...]
+    layers: tuple[str, ...]
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AttentionBatch:
+    """The recorded attention of one finished batch of B images while a support set is sampled.
+
+    attn [B, L, T, G, G] and counts [B, L] as in :class:`CrossAttention`; indices [B] int64 are
+    the images' numbers in the set; ``params`` are the generation parameters of the batch.
+    """
+
+    attn: torch.Tensor
+    counts: torch.Tensor
+    indices: torch.Tensor
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Attribution maps of one support set (docs/method.md §2): ``maps`` A [N, S, S] at image size and
+    ``maps64`` A^64 [N, G, G] on the attention grid, both float32 in [0, 1]."""
+
+    maps: torch.Tensor
+    maps64: torch.Tensor
+    meta: dict[str, Any]
 
 
 def grid_of(n_queries: int) -> int:

@@ -7,6 +7,7 @@ are float in [0, 1]. Nothing here knows where proposals come from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,18 @@ class Selection:
     scores: list[float | None]
     fg_index: int | None = None
     bg_index: int | None = None
+
+
+@dataclass(frozen=True)
+class SetProposals:
+    """The class-agnostic proposals of all images of a support set, as ``mask --save-proposals``
+    keeps them: masks [J, S, S] bool, their scores [J] float32 and the support image each belongs
+    to, image [J] int64; ``meta`` names the class and the proposer."""
+
+    masks: torch.Tensor
+    scores: torch.Tensor
+    image: torch.Tensor
+    meta: dict[str, Any]
 
 
 def with_uncovered(instances: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,8 +58,12 @@ class Pool:
 
 @dataclass(frozen=True)
 class Side:
-    """One side's prototypes: class [C ≤ 1, D], instance [I, D] with image ids [I], part [K', D],
-    pooled index [P, 3] and cluster label [P]."""
+    """One side (fg or bg) of a class's prototypes, D channels, raw (not normalised).
+
+    class_proto [C, D] with C ∈ {0, 1}; instance [I, D] with the support image of each,
+    instance_image [I]; part [K, D]; pooled_index [P, 3] (n, y, x) on the support grid and
+    pooled_label [P] in 0..K-1 (empty when K = 0).
+    """
 
     class_proto: torch.Tensor
     instance: torch.Tensor
@@ -66,6 +71,38 @@ class Side:
     part: torch.Tensor
     pooled_index: torch.Tensor
     pooled_label: torch.Tensor
+
+    @classmethod
+    def empty(cls, dim: int) -> Side:
+        """A side without prototypes: no support image had a pixel on it."""
+        z = torch.zeros(0, dim)
+        i = torch.zeros(0, dtype=torch.int64)
+        return cls(z, z.clone(), i, z.clone(), torch.zeros(0, 3, dtype=torch.int64), i.clone())
+
+    def count(self) -> int:
+        """Prototypes of all kinds: C + I + K."""
+        return self.class_proto.shape[0] + self.instance.shape[0] + self.part.shape[0]
+
+
+@dataclass(frozen=True)
+class Prototypes:
+    """A class's prototypes for one extractor; ``meta`` names the class, extractor and settings."""
+
+    fg: Side
+    bg: Side
+    meta: dict[str, Any]
+
+    @property
+    def class_name(self) -> str:
+        return str(self.meta["class"])
+
+    @property
+    def extractor(self) -> str:
+        return str(self.meta["extractor"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.fg.class_proto.shape[1])
 
 
 def kmeans(x: torch.Tensor, k: int,
@@ -106,11 +143,8 @@ def distinct_rows(x: torch.Tensor, enough: int) -> int:
 def build_side(pool: Pool, settings: PrototypeSettings = PrototypeSettings()) -> Side:
     """Eq. 2 and 3: the class prototype (mean of all pooled pixels), one instance prototype per
     image, K parts; all raw (not normalised). An empty pool gives an empty side."""
-    d = pool.dim
     if not pool.pixels:
-        z = torch.zeros(0, d)
-        i = torch.zeros(0, dtype=torch.long)
-        return Side(z, z.clone(), i, z.clone(), torch.zeros(0, 3, dtype=torch.long), i.clone())
+        return Side.empty(pool.dim)
     pixels = torch.cat(pool.pixels)
     class_proto = pixels.double().mean(dim=0, keepdim=True).float()
     part, labels = kmeans(pixels, settings.clusters, settings)

@@ -1,7 +1,8 @@
 """Where the class phrase sits in a prompt's tokens (METHOD.md §1, "Target positions").
 
-Positions count in the text encoder's 77-token sequence, BOS at 0. Tokens are compared as
-strings, so these functions need no tokenizer: the caller tokenises the pieces.
+Positions count in the text encoder's token sequence (``CONTEXT_LENGTH`` long), BOS at 0.
+Tokens are compared as strings, so these functions need no tokenizer: the caller tokenises the
+pieces.
 """
 
 from __future__ import annotations
@@ -9,8 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-#: Tokens of a 77-token sequence left for text: minus BOS and EOS.
-MAX_TEXT_TOKENS = 75
+#: Length of the token sequence CLIP's text encoders read (SD-1.5's and CLIP ViT-B/16's alike):
+#: longer texts are cut, shorter ones padded.
+CONTEXT_LENGTH = 77
+
+#: Tokens of that sequence left for text: minus BOS and EOS.
+MAX_TEXT_TOKENS = CONTEXT_LENGTH - 2
+
+#: Entries of CLIP's BPE vocabulary: the byte symbols, the merges, BOS and EOS.
+VOCAB_SIZE = 49408
 
 
 def find(haystack: Sequence[str], needle: Sequence[str], start: int = 0) -> int:

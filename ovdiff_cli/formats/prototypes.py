@@ -6,6 +6,10 @@ class of one vocabulary for one extractor after the stuff filter (§5), rows L2-
 with its owner class (label 1..|C|), kind and index.
 
 Kinds are stored as integers: 0 = class, 1 = instance, 2 = part.
+
+The records read and written are core's: :class:`~ovdiff_cli.core.prototypes.Prototypes` (with
+its two :class:`~ovdiff_cli.core.prototypes.Side`) and the rows of a bank,
+:class:`~ovdiff_cli.core.bank.Rows`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Any
 
 import torch
 
+from ovdiff_cli.core.bank import Rows
+from ovdiff_cli.core.prototypes import Prototypes, Side
 from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats import tensorfile
 from ovdiff_cli.formats.provenance import safe_name
@@ -57,52 +63,6 @@ BANK = Schema("ovdiff.bank", 1, "ovdiff filter-stuff", {**_bank_specs("fg"), **_
               meta_keys=("extractor", "models", "inputs", "vocabulary"))
 
 
-@dataclass(frozen=True)
-class PrototypeSide:
-    """One side (fg or bg) of a class's prototypes, D channels.
-
-    class_proto [C, D] with C ∈ {0, 1}; instance [I, D] with instance_image [I]; part [K, D];
-    pooled_index [P, 3] (n, y, x) and pooled_label [P] in 0..K-1 (empty when K = 0).
-    """
-
-    class_proto: torch.Tensor
-    instance: torch.Tensor
-    instance_image: torch.Tensor
-    part: torch.Tensor
-    pooled_index: torch.Tensor
-    pooled_label: torch.Tensor
-
-    @classmethod
-    def empty(cls, dim: int) -> PrototypeSide:
-        z = torch.zeros(0, dim)
-        i = torch.zeros(0, dtype=torch.int64)
-        return cls(z, z.clone(), i, z.clone(), torch.zeros(0, 3, dtype=torch.int64), i.clone())
-
-    def count(self) -> int:
-        return self.class_proto.shape[0] + self.instance.shape[0] + self.part.shape[0]
-
-
-@dataclass(frozen=True)
-class Prototypes:
-    """A class's prototypes for one extractor; ``meta`` names the class, extractor and settings."""
-
-    fg: PrototypeSide
-    bg: PrototypeSide
-    meta: dict[str, Any]
-
-    @property
-    def class_name(self) -> str:
-        return str(self.meta["class"])
-
-    @property
-    def extractor(self) -> str:
-        return str(self.meta["extractor"])
-
-    @property
-    def dim(self) -> int:
-        return int(self.fg.class_proto.shape[1])
-
-
 def prototype_path(folder: str | os.PathLike[str], slug: str, extractor: str) -> Path:
     return Path(folder) / f"{slug}.{extractor}.safetensors"
 
@@ -111,7 +71,7 @@ def bank_path(folder: str | os.PathLike[str], extractor: str) -> Path:
     return Path(folder) / f"bank.{extractor}.safetensors"
 
 
-def _side_problems(side: str, p: PrototypeSide) -> list[str]:
+def _side_problems(side: str, p: Side) -> list[str]:
     problems = []
     for name, t in (("class", p.class_proto), ("instance", p.instance), ("part", p.part)):
         if t.numel() and not torch.isfinite(t).all():
@@ -126,16 +86,23 @@ def _side_problems(side: str, p: PrototypeSide) -> list[str]:
     return problems
 
 
+def _prototypes_problems(fg: Side, bg: Side) -> list[str]:
+    """What makes a class's sides unfit for a prototype file (the writer refuses them, the reader
+    rejects the file): the checks of each side, and the one foreground class prototype."""
+    problems = _side_problems("fg", fg) + _side_problems("bg", bg)
+    if fg.class_proto.shape[0] != 1:
+        problems.append("no foreground class prototype")
+    return problems
+
+
 def write_prototypes(path: str | os.PathLike[str], protos: Prototypes) -> Path:
     """Write a prototype file atomically (``meta`` must hold ``class`` and ``extractor``)."""
-    problems = _side_problems("fg", protos.fg) + _side_problems("bg", protos.bg)
-    if protos.fg.class_proto.shape[0] != 1:
-        problems.append("no foreground class prototype")
+    problems = _prototypes_problems(protos.fg, protos.bg)
     if problems:
         raise ValueError(f"refusing to write {path}: " + "; ".join(problems))
     tensors: dict[str, torch.Tensor] = {}
     for side in SIDES:
-        p: PrototypeSide = getattr(protos, side)
+        p: Side = getattr(protos, side)
         tensors.update({f"{side}.class": p.class_proto, f"{side}.instance": p.instance,
                         f"{side}.instance_image": p.instance_image, f"{side}.part": p.part,
                         f"{side}.pooled_index": p.pooled_index, f"{side}.pooled_label": p.pooled_label})
@@ -146,12 +113,10 @@ def read_prototypes(path: str | os.PathLike[str]) -> Prototypes:
     """Read and check a prototype file."""
     f = tensorfile.read(path, PROTOTYPES)
     t = f.tensors
-    sides = {side: PrototypeSide(t[f"{side}.class"], t[f"{side}.instance"], t[f"{side}.instance_image"],
-                                 t[f"{side}.part"], t[f"{side}.pooled_index"], t[f"{side}.pooled_label"])
+    sides = {side: Side(t[f"{side}.class"], t[f"{side}.instance"], t[f"{side}.instance_image"],
+                        t[f"{side}.part"], t[f"{side}.pooled_index"], t[f"{side}.pooled_label"])
              for side in SIDES}
-    problems = _side_problems("fg", sides["fg"]) + _side_problems("bg", sides["bg"])
-    if sides["fg"].class_proto.shape[0] != 1:
-        problems.append("no foreground class prototype")
+    problems = _prototypes_problems(sides["fg"], sides["bg"])
     if problems:
         raise BadFile(f.path, "has " + "; ".join(problems), PROTOTYPES.made_by)
     _check_names(f.path, f.meta, PROTOTYPES.made_by)
@@ -167,22 +132,16 @@ def _check_names(path: Path, meta: dict[str, Any], made_by: str) -> None:
 
 
 @dataclass(frozen=True)
-class BankSide:
-    """Rows of one side: vectors [M, D] (unit norm), owner [M] (label 1..|C|), kind [M], index [M]."""
-
-    vectors: torch.Tensor
-    owner: torch.Tensor
-    kind: torch.Tensor
-    index: torch.Tensor
-
-
-@dataclass(frozen=True)
 class Bank:
     """All classes of one vocabulary for one extractor. ``meta`` holds the extractor settings,
-    the filter settings and what was dropped; ``vocabulary`` is stored in it too."""
+    the filter settings and what was dropped; ``vocabulary`` is stored in it too.
 
-    fg: BankSide
-    bg: BankSide
+    fg and bg rows are L2-normalised, each owned by a label 1..|C|. (The bank lives here, not in
+    core, because it carries a :class:`Vocabulary`.)
+    """
+
+    fg: Rows
+    bg: Rows
     vocabulary: Vocabulary
     meta: dict[str, Any]
 
@@ -191,7 +150,7 @@ class Bank:
         return str(self.meta["extractor"])
 
 
-def _bank_problems(side: str, b: BankSide, n_classes: int) -> list[str]:
+def _bank_problems(side: str, b: Rows, n_classes: int) -> list[str]:
     problems = []
     if b.vectors.numel():
         if not torch.isfinite(b.vectors).all():
@@ -213,7 +172,7 @@ def write_bank(path: str | os.PathLike[str], bank: Bank) -> Path:
         raise ValueError(f"refusing to write {path}: " + "; ".join(problems))
     tensors: dict[str, torch.Tensor] = {}
     for side in SIDES:
-        b: BankSide = getattr(bank, side)
+        b: Rows = getattr(bank, side)
         tensors.update({side: b.vectors, f"{side}_owner": b.owner, f"{side}_kind": b.kind, f"{side}_index": b.index})
     return tensorfile.write(path, BANK, tensors, {**bank.meta, "vocabulary": bank.vocabulary.to_meta()})
 
@@ -228,7 +187,7 @@ def read_bank(path: str | os.PathLike[str]) -> Bank:
     except Exception:
         raise BadFile(f.path, "has no readable vocabulary in its metadata", BANK.made_by) from None
     t = f.tensors
-    sides = {s: BankSide(t[s], t[f"{s}_owner"], t[f"{s}_kind"], t[f"{s}_index"]) for s in SIDES}
+    sides = {s: Rows(t[s], t[f"{s}_owner"], t[f"{s}_kind"], t[f"{s}_index"]) for s in SIDES}
     problems = _bank_problems("fg", sides["fg"], len(vocabulary)) + _bank_problems("bg", sides["bg"], len(vocabulary))
     if problems:
         raise BadFile(f.path, "has " + "; ".join(problems), BANK.made_by)

@@ -11,6 +11,10 @@ Layout::
 Images are numbered from 0 with five digits; mask ``k`` belongs to image ``k``. Every file
 ovdiff writes here carries its schema, so ovdiff can tell its own files from a user's: it never
 replaces or deletes one it did not write (:meth:`SupportSet.written_files`).
+
+The tensor files are read and written as core's records: :class:`CrossAttention`,
+:class:`AttentionBatch` and :class:`Attribution` (``ovdiff_cli.core.attention``) and
+:class:`SetProposals` (``ovdiff_cli.core.masks``).
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ovdiff_cli.core.attention import AttentionBatch, Attribution, CrossAttention
+from ovdiff_cli.core.masks import SetProposals
+from ovdiff_cli.core.tokens import CONTEXT_LENGTH
 from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats import tensorfile
 from ovdiff_cli.formats.provenance import check_replaceable
@@ -46,7 +52,8 @@ CROSSATTN = Schema("ovdiff.crossattn", 1, "ovdiff sample", {
     "attn": TensorSpec("float32", ("N", "L", "T", "G", "G")),
     # How many maps were summed into each (image, layer): steps × heads.
     "counts": TensorSpec("int64", ("N", "L")),
-    # Positions (in the 77-token prompt) of the recorded tokens, and of the class phrase among them.
+    # Positions in the prompt's tokens (0..CONTEXT_LENGTH-1, BOS at 0) of the recorded tokens, and
+    # of the class phrase among them.
     "positions": TensorSpec("int64", ("T",)),
     "phrase_positions": TensorSpec("int64", ("P",)),
 }, meta_keys=("class", "prompt", "models"))
@@ -72,33 +79,6 @@ PROPOSALS = Schema("ovdiff.proposals", 1, "ovdiff mask --save-proposals", {
 }, meta_keys=("class", "proposer", "size"))
 
 _INDEX = re.compile(r"^(\d{5,})\.png$")
-
-
-@dataclass(frozen=True)
-class CrossAttention:
-    """Recorded cross-attention of one support set.
-
-    attn [N, L, T, G, G] float32, counts [N, L] int64, positions [T] int64 (into the 77-token
-    prompt), phrase_positions [P] int64 (a subset of positions); ``tokens`` are the T token
-    strings, ``layers`` the L layer names; ``meta`` holds prompt and generation parameters.
-    """
-
-    attn: torch.Tensor
-    counts: torch.Tensor
-    positions: torch.Tensor
-    phrase_positions: torch.Tensor
-    tokens: tuple[str, ...]
-    layers: tuple[str, ...]
-    meta: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Attribution:
-    """Attribution maps of one support set: ``maps`` [N, S, S] and ``maps64`` [N, G, G] in [0, 1]."""
-
-    maps: torch.Tensor
-    maps64: torch.Tensor
-    meta: dict[str, Any]
 
 
 class SupportSet:
@@ -222,37 +202,37 @@ class SupportSet:
         return read_crossattn(self.crossattn_path)
 
     def write_attribution(self, att: Attribution) -> Path:
-        for name, t in (("attribution", att.maps), ("attribution64", att.maps64)):
-            if t.numel() and not (torch.isfinite(t).all() and t.min() >= 0 and t.max() <= 1):
-                raise ValueError(f"refusing to write {self.attribution_path}: '{name}' has values outside [0, 1]")
+        name = _outside_unit_interval(att)
+        if name is not None:
+            raise ValueError(f"refusing to write {self.attribution_path}: '{name}' has values outside [0, 1]")
         return tensorfile.write(self.attribution_path, ATTRIBUTION,
                                 {"attribution": att.maps, "attribution64": att.maps64}, att.meta)
 
     def read_attribution(self) -> Attribution:
         return read_attribution(self.attribution_path)
 
-    def write_proposals(self, masks: torch.Tensor, scores: torch.Tensor, image: torch.Tensor,
-                        meta: dict[str, Any]) -> Path:
-        """Proposals masks [J, S, S] bool, scores [J], image index [J]; ``meta`` needs class and proposer."""
+    def write_proposals(self, rec: SetProposals) -> Path:
+        """Write the proposals bit-packed; ``rec.meta`` needs class and proposer (size is added)."""
+        masks = rec.masks
         size = int(masks.shape[-1]) if masks.ndim == 3 else 0
         packed = torch.from_numpy(np.packbits(masks.bool().numpy(), axis=-1)) if masks.numel() else \
             torch.zeros(0, size, (size + 7) // 8, dtype=torch.uint8)
         return tensorfile.write(self.proposals_path, PROPOSALS,
-                                {"masks": packed, "scores": scores.float(), "image": image.long()},
-                                {**meta, "size": size})
+                                {"masks": packed, "scores": rec.scores.float(), "image": rec.image.long()},
+                                {**rec.meta, "size": size})
 
-    def read_proposals(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+    def read_proposals(self) -> SetProposals:
         return read_proposals(self.proposals_path)
 
-    def write_partial(self, batch: int, attn: torch.Tensor, counts: torch.Tensor, indices: torch.Tensor,
-                      params: dict[str, Any]) -> Path:
+    def write_partial(self, batch: int, rec: AttentionBatch) -> Path:
         """Attention of one finished batch of images (see :data:`CROSSATTN_PART`)."""
         return tensorfile.write(self.partial_path(batch), CROSSATTN_PART,
-                                {"attn": attn, "counts": counts, "indices": indices}, {"params": params})
+                                {"attn": rec.attn, "counts": rec.counts, "indices": rec.indices},
+                                {"params": rec.params})
 
-    def read_partial(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+    def read_partial(self, batch: int) -> AttentionBatch:
         f = tensorfile.read(self.partial_path(batch), CROSSATTN_PART)
-        return f.tensors["attn"], f.tensors["counts"], f.tensors["indices"], f.meta["params"]
+        return AttentionBatch(f.tensors["attn"], f.tensors["counts"], f.tensors["indices"], f.meta["params"])
 
     def _kinds(self) -> Iterator[tuple[Path, str]]:
         """Every file ovdiff may have written here, with the schema it writes there."""
@@ -308,15 +288,26 @@ def read_crossattn(path: str | os.PathLike[str]) -> CrossAttention:
 def read_attribution(path: str | os.PathLike[str]) -> Attribution:
     """Read and check an attribution file (values must lie in [0, 1])."""
     f = tensorfile.read(path, ATTRIBUTION)
-    maps, maps64 = f.tensors["attribution"], f.tensors["attribution64"]
-    for name, t in (("attribution", maps), ("attribution64", maps64)):
+    att = Attribution(f.tensors["attribution"], f.tensors["attribution64"], f.meta)
+    name = _outside_unit_interval(att)
+    if name is not None:
+        raise BadFile(f.path, f"tensor '{name}' has values outside [0, 1]", ATTRIBUTION.made_by)
+    return att
+
+
+def _outside_unit_interval(att: Attribution) -> str | None:
+    """The stored name of the first map with a value outside [0, 1] (or not finite), or None.
+
+    Min–max normalised maps lie in [0, 1]; the writer refuses and the reader rejects others.
+    """
+    for name, t in (("attribution", att.maps), ("attribution64", att.maps64)):
         if t.numel() and not (torch.isfinite(t).all() and t.min() >= 0 and t.max() <= 1):
-            raise BadFile(f.path, f"tensor '{name}' has values outside [0, 1]", ATTRIBUTION.made_by)
-    return Attribution(maps, maps64, f.meta)
+            return name
+    return None
 
 
-def read_proposals(path: str | os.PathLike[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """(masks [J, S, S] bool, scores [J], image [J], meta) of a proposals file."""
+def read_proposals(path: str | os.PathLike[str]) -> SetProposals:
+    """The proposals of a file, masks unpacked to [J, S, S] bool."""
     f = tensorfile.read(path, PROPOSALS)
     size = int(f.meta["size"])
     packed = f.tensors["masks"].numpy()
@@ -325,7 +316,7 @@ def read_proposals(path: str | os.PathLike[str]) -> tuple[torch.Tensor, torch.Te
                       PROPOSALS.made_by)
     masks = torch.from_numpy(np.unpackbits(packed, axis=-1, count=size).astype(bool)) if packed.size else \
         torch.zeros(0, size, size, dtype=torch.bool)
-    return masks, f.tensors["scores"], f.tensors["image"], f.meta
+    return SetProposals(masks, f.tensors["scores"], f.tensors["image"], f.meta)
 
 
 def _check_crossattn(rec: CrossAttention, path: Path, strict: bool) -> None:
@@ -335,8 +326,8 @@ def _check_crossattn(rec: CrossAttention, path: Path, strict: bool) -> None:
         problems.append(f"{len(rec.tokens)} token names for {rec.positions.shape[0]} positions")
     if len(rec.layers) != rec.attn.shape[1]:
         problems.append(f"{len(rec.layers)} layer names for {rec.attn.shape[1]} layers")
-    if rec.positions.numel() and (rec.positions.min() < 0 or rec.positions.max() >= 77):
-        problems.append("token positions outside 0..76")
+    if rec.positions.numel() and (rec.positions.min() < 0 or rec.positions.max() >= CONTEXT_LENGTH):
+        problems.append(f"token positions outside 0..{CONTEXT_LENGTH - 1}")
     if not set(rec.phrase_positions.tolist()) <= set(rec.positions.tolist()):
         problems.append("phrase positions that were not recorded")
     if rec.attn.numel() and not torch.isfinite(rec.attn).all():

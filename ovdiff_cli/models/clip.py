@@ -13,6 +13,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ovdiff_cli.core.tokens import CONTEXT_LENGTH, VOCAB_SIZE
+
 #: CLIP's own normalisation statistics (METHOD.md §4.1, `--clip-norm clip`).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -133,7 +135,8 @@ def build_tiny_clip(device: torch.device, dtype: torch.dtype, seed: int = 0) -> 
         model = open_clip.model.CLIP(
             embed_dim=32,
             vision_cfg={"layers": 4, "width": 32, "patch_size": 16, "image_size": 224, "head_width": 8},
-            text_cfg={"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2},
+            text_cfg={"context_length": CONTEXT_LENGTH, "vocab_size": VOCAB_SIZE, "width": 32, "heads": 4,
+                      "layers": 2},
             quick_gelu=True,
         )
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)

@@ -17,7 +17,7 @@ import torch
 
 from ovdiff_cli.core.attention import accumulate_maps
 from ovdiff_cli.models.interfaces import Generation
-from ovdiff_cli.models.sd import StableDiffusion
+from ovdiff_cli.models.sd import LATENT_FACTOR, StableDiffusion
 
 class AttentionRecorder:
     """Accumulates the maps of chosen text positions for the last ``n_images`` items of each batch.
@@ -116,7 +116,7 @@ class DiffusersGenerator:
 
     def noise_shape(self, batch: int) -> tuple[int, ...]:
         """(B, latent channels, S/8, S/8): the VAE halves the side three times."""
-        side = self.image_size // 8
+        side = self.image_size // LATENT_FACTOR
         return (batch, int(self.sd.unet.config.in_channels), side, side)
 
     # -- text -----------------------------------------------------------------------------------
@@ -162,7 +162,8 @@ class DiffusersGenerator:
         latents = noise.to(self.sd.device, self.sd.dtype)
         kwargs = {"prompt": list(prompts), "negative_prompt": [negative_prompt] * b, "latents": latents,
                   "num_inference_steps": steps, "guidance_scale": guidance, "output_type": "pt",
-                  "height": noise.shape[-2] * 8, "width": noise.shape[-1] * 8}
+                  "height": noise.shape[-2] * LATENT_FACTOR,
+                  "width": noise.shape[-1] * LATENT_FACTOR}
         if record_positions is None:
             images = pipe(**kwargs).images
             return Generation(images.float().cpu())

@@ -16,6 +16,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ovdiff_cli.core.tokens import CONTEXT_LENGTH, VOCAB_SIZE
+
+#: The VAE halves an image's side three times: latents of an S × S image are S/8 × S/8.
+LATENT_FACTOR = 8
+
+#: SD-1.5's VAE latent scaling (``scaling_factor`` of its config): latents are scaled by it
+#: before the UNet sees them.
+VAE_SCALE = 0.18215
+
 #: SD-1.5's noise schedule (METHOD.md §1), the base a sampler is built from. The tiny preset uses
 #: it as is; ``paper`` reads the same values from the repository's scheduler_config.json. The
 #: sampler's own settings (DPM-Solver++, order 2, 30 steps, spacing) belong to the sample stage.
@@ -71,7 +80,7 @@ class StableDiffusion:
     tokenizer: Any
     scheduler_config: dict[str, Any]
     tiny: bool
-    vae_scale: float = 0.18215
+    vae_scale: float = VAE_SCALE
     image_size: int = 512  # the side it draws at: 512 for SD-1.5
 
     @property
@@ -100,7 +109,8 @@ class StableDiffusion:
 
     def token_ids(self, texts: list[str]) -> torch.Tensor:
         """Token ids [B, 77] (BOS, tokens, EOS, then EOS padding; truncated at 77)."""
-        enc = self.tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+        enc = self.tokenizer(texts, padding="max_length", max_length=CONTEXT_LENGTH, truncation=True,
+                             return_tensors="pt")
         return enc.input_ids
 
     @torch.no_grad()
@@ -162,7 +172,7 @@ def _build_random(name: str, device: torch.device, dtype: torch.dtype, seed: int
     with torch.random.fork_rng(devices=[]), build_on:
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
-            sample_size=image_size // 8, in_channels=4, out_channels=4, layers_per_block=2,
+            sample_size=image_size // LATENT_FACTOR, in_channels=4, out_channels=4, layers_per_block=2,
             down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
             up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
             block_out_channels=widths, cross_attention_dim=cross_dim or hidden,
@@ -172,11 +182,12 @@ def _build_random(name: str, device: torch.device, dtype: torch.dtype, seed: int
         vae = AutoencoderKL(
             in_channels=3, out_channels=3, latent_channels=4, layers_per_block=vae_layers, sample_size=image_size,
             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=vae_widths, norm_num_groups=groups, scaling_factor=0.18215,
+            block_out_channels=vae_widths, norm_num_groups=groups, scaling_factor=VAE_SCALE,
         )
         text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=49408, hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
-            num_attention_heads=heads, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=hidden,
+            vocab_size=VOCAB_SIZE, hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
+            num_attention_heads=heads, max_position_embeddings=CONTEXT_LENGTH, hidden_act="quick_gelu",
+            projection_dim=hidden,
         ))
     sd = StableDiffusion(name, unet, vae, text_encoder, clip_tokenizer(), dict(SD15_SCHEDULER), tiny=True,
                          image_size=image_size)

@@ -13,7 +13,7 @@ import gzip
 from pathlib import Path
 from typing import Any
 
-from ovdiff_cli.core.tokens import bytes_to_unicode
+from ovdiff_cli.core.tokens import CONTEXT_LENGTH, bytes_to_unicode
 
 #: OpenAI CLIP's tokenizer uses the first 49,152 − 256 − 2 merges of the file.
 N_MERGES = 49152 - 256 - 2
@@ -43,5 +43,5 @@ def clip_tokenizer() -> Any:
     from transformers import CLIPTokenizer
 
     vocab, merges = vocab_and_merges()
-    return CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges], model_max_length=77,
+    return CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges], model_max_length=CONTEXT_LENGTH,
                          pad_token="<|endoftext|>")

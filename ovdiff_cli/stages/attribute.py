@@ -22,13 +22,13 @@ import torch
 
 from ovdiff_cli import log
 from ovdiff_cli.core import tokens as tok
-from ovdiff_cli.core.attention import attribution_maps, raw_attribution
+from ovdiff_cli.core.attention import Attribution, attribution_maps, raw_attribution
 from ovdiff_cli.core.settings import RENOISE_TIMESTEPS, TEMPLATE, AttributeSettings
 from ovdiff_cli.errors import BadFile, BadInput
 from ovdiff_cli.formats import provenance
 from ovdiff_cli.formats.atomic import file_sha256
 from ovdiff_cli.formats.lock import locked
-from ovdiff_cli.formats.supportset import ATTRIBUTION, Attribution, SupportSet
+from ovdiff_cli.formats.supportset import ATTRIBUTION, SupportSet
 from ovdiff_cli.models import registry
 from ovdiff_cli.models.generator import as_generator
 from ovdiff_cli.models.interfaces import ImageAttender

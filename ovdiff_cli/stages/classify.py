@@ -24,6 +24,7 @@ from PIL import Image
 
 from ovdiff_cli import log
 from ovdiff_cli.core import clipfilter as cf
+from ovdiff_cli.core.tokens import CONTEXT_LENGTH
 from ovdiff_cli.errors import BadFile, BadInput, ModelUnavailable
 from ovdiff_cli.formats import provenance
 from ovdiff_cli.formats.atomic import file_sha256
@@ -167,9 +168,10 @@ def _warn_long_prompts(scorer: Any, prompts: list[str]) -> None:
     """
     from ovdiff_cli.models.clip import OpenClip, token_count
 
-    if isinstance(scorer, OpenClip) and prompts and token_count(scorer, cf.subset_prompt(prompts)) > 77:
-        log.warn_once("long-subset-prompt", "the longest subset prompts exceed CLIP's 77 tokens and are cut "
-                                            "(their last classes lose weight)")
+    if (isinstance(scorer, OpenClip) and prompts
+            and token_count(scorer, cf.subset_prompt(prompts)) > CONTEXT_LENGTH):
+        log.warn_once("long-subset-prompt", f"the longest subset prompts exceed CLIP's {CONTEXT_LENGTH} tokens "
+                                            "and are cut (their last classes lose weight)")
 
 
 def with_earlier(existing: Path | None, records: Sequence[Candidates]) -> list[Candidates]:

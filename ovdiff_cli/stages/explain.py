@@ -20,12 +20,13 @@ import torch
 
 from ovdiff_cli.core.explain import cell_blocks, vote
 from ovdiff_cli.core.masks import overlay
+from ovdiff_cli.core.prototypes import Prototypes
 from ovdiff_cli.errors import BadFile, BadInput
 from ovdiff_cli.formats import provenance
 from ovdiff_cli.formats.atomic import file_sha256
 from ovdiff_cli.formats.images import write_rgb_png
 from ovdiff_cli.formats.lock import locked
-from ovdiff_cli.formats.prototypes import KINDS, Bank, Prototypes, read_prototypes
+from ovdiff_cli.formats.prototypes import KINDS, Bank, read_prototypes
 from ovdiff_cli.formats.segmentation import Explanation, read_explanation
 from ovdiff_cli.formats.supportset import BACKGROUND, FOREGROUND, SupportSet
 from ovdiff_cli.stages.segment import load_banks

@@ -13,12 +13,13 @@ from typing import Any
 
 from ovdiff_cli import log
 from ovdiff_cli.core.bank import Rows, class_rows, normalised, stuff_filter
+from ovdiff_cli.core.prototypes import Prototypes
 from ovdiff_cli.core.settings import BankSettings
 from ovdiff_cli.errors import BadFile, BadInput
 from ovdiff_cli.formats.atomic import file_sha256
 from ovdiff_cli.formats import provenance
 from ovdiff_cli.formats.lock import locked
-from ovdiff_cli.formats.prototypes import BANK, Bank, BankSide, Prototypes, bank_path, read_prototypes, write_bank
+from ovdiff_cli.formats.prototypes import BANK, Bank, bank_path, read_prototypes, write_bank
 from ovdiff_cli.formats.vocabulary import Vocabulary, build
 from ovdiff_cli.stages.support import check_writable
 
@@ -103,8 +104,7 @@ def build_bank(vocab: Vocabulary, classes: dict[str, tuple[Path, Prototypes]], s
             "features": first.meta.get("features"), "sources": {n: str(classes[n][0]) for n in vocab.names},
             "dropped": filtered.dropped, "counts": counts}
     del meta["vocabulary"]  # write_bank stores the vocabulary itself
-    bank = Bank(BankSide(fg_n.vectors, fg_n.owner, fg_n.kind, fg_n.index),
-                BankSide(bg_n.vectors, bg_n.owner, bg_n.kind, bg_n.index), vocab, meta)
+    bank = Bank(fg_n, bg_n, vocab, meta)
     summary = {"extractor": first.extractor, "fg": len(fg_n), "bg": len(bg_n), "bg_dropped": len(filtered.dropped),
                "classes": counts}
     return bank, summary

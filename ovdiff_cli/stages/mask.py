@@ -158,7 +158,8 @@ class FolderMasker:
             scores = torch.cat([sc.float() for _, sc, _ in kept]) if kept else torch.zeros(0)
             image = torch.tensor([i for m, _, i in kept for _ in range(m.shape[0])], dtype=torch.long)
             whole = {"attribution": attribution, "images": [images[i] for i in indices]}
-            s.write_proposals(masks, scores, image, {**provenance.identity(whole, settings), "class": name})
+            meta = {**provenance.identity(whole, settings), "class": name}
+            s.write_proposals(core.SetProposals(masks, scores, image, meta))
 
     def _write(self, s: SupportSet, i: int, fg: torch.Tensor, bg: torch.Tensor, meta: dict[str, Any]) -> None:
         if bool((fg & bg).any()):  # the rules make them disjoint; a mask file can hold only one label

@@ -18,13 +18,13 @@ from typing import Any
 import torch
 
 from ovdiff_cli import log
-from ovdiff_cli.core.prototypes import Pool, Side, build_side, grid_masks
+from ovdiff_cli.core.prototypes import Pool, Prototypes, build_side, grid_masks
 from ovdiff_cli.core.settings import PrototypeSettings
 from ovdiff_cli.errors import BadFile, BadInput, ModelUnavailable
 from ovdiff_cli.formats.atomic import file_sha256
 from ovdiff_cli.formats import provenance
 from ovdiff_cli.formats.lock import locked
-from ovdiff_cli.formats.prototypes import PROTOTYPES, PrototypeSide, Prototypes, prototype_path, write_prototypes
+from ovdiff_cli.formats.prototypes import PROTOTYPES, prototype_path, write_prototypes
 from ovdiff_cli.formats.supportset import BACKGROUND, FOREGROUND, SupportSet
 from ovdiff_cli.formats.vocabulary import slugify
 from ovdiff_cli.models import registry
@@ -88,11 +88,6 @@ class SetInputs:
         return cls(indices, fg, bg, modes, name, _support_digest(s, indices))
 
 
-def _side(side: Side) -> PrototypeSide:
-    return PrototypeSide(side.class_proto, side.instance, side.instance_image, side.part, side.pooled_index,
-                         side.pooled_label)
-
-
 class ClassPrototyper:
     """Prototypes of one support set for one extractor."""
 
@@ -146,7 +141,7 @@ class ClassPrototyper:
             if 0 < k < self.settings.clusters:
                 log.logger.info("%s (%s): the %s pixels hold only %d distinct vectors, so %d parts instead of %d",
                                 name, self.extractor.name, side, k, k, self.settings.clusters)
-        return write_prototypes(path, Prototypes(_side(sides["fg"]), _side(sides["bg"]), meta))
+        return write_prototypes(path, Prototypes(sides["fg"], sides["bg"], meta))
 
     def _pool(self, s: SupportSet, indices: Sequence[int], fg: torch.Tensor,
               bg: torch.Tensor) -> tuple[dict[str, Pool], tuple[int, int]]:

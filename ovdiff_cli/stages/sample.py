@@ -31,13 +31,14 @@ import torch
 
 from ovdiff_cli import log
 from ovdiff_cli.core import tokens as tok
+from ovdiff_cli.core.attention import AttentionBatch, CrossAttention
 from ovdiff_cli.core.settings import SampleSettings
 from ovdiff_cli.errors import BadFile, BadInput, ModelUnavailable
 from ovdiff_cli.formats import provenance
 from ovdiff_cli.formats.atomic import file_sha256
 from ovdiff_cli.formats.images import read_rgb
 from ovdiff_cli.formats.lock import locked
-from ovdiff_cli.formats.supportset import CrossAttention, SupportSet
+from ovdiff_cli.formats.supportset import SupportSet
 from ovdiff_cli.formats.vocabulary import VocabClass
 from ovdiff_cli.models import registry
 from ovdiff_cli.models.generator import SafetyFilter, as_generator
@@ -184,7 +185,7 @@ class ClassSampler:
             replaced += len(flagged)
             for j, (i, rgb) in enumerate(zip(idx, to_uint8(images))):
                 s.write_image(i, rgb, {**record, "index": i, "replaced": j in flagged})
-            s.write_partial(k, attn, counts, torch.tensor(idx), record)
+            s.write_partial(k, AttentionBatch(attn, counts, torch.tensor(idx), record))
         self._join(s, plan, record, n_batches, replaced)
 
     def _replace_flagged(self, plan: PromptPlan, images: torch.Tensor, attn: torch.Tensor, counts: torch.Tensor,
@@ -214,8 +215,8 @@ class ClassSampler:
 
     def _join(self, s: SupportSet, plan: PromptPlan, params: dict[str, Any], n_batches: int, replaced: int) -> None:
         parts = [s.read_partial(k) for k in range(n_batches)]
-        attn = torch.cat([p[0] for p in parts])
-        counts = torch.cat([p[1] for p in parts])
+        attn = torch.cat([p.attn for p in parts])
+        counts = torch.cat([p.counts for p in parts])
         meta = {**params, "replaced": replaced}
         s.write_crossattn(CrossAttention(attn, counts, torch.tensor(plan.positions), torch.tensor(plan.phrase_positions),
                                          plan.tokens, tuple(self.gen.layer_names()), meta))

@@ -92,3 +92,12 @@ def test_locate_words_finds_another_phrase_of_a_recorded_prompt() -> None:
         tok.locate_words(tokens, "sprinkles")
     with pytest.raises(ValueError, match="no words"):
         tok.locate_words(tokens, "  ")
+
+
+def test_the_named_model_facts() -> None:
+    # SD-1.5's text encoder and CLIP ViT-B/16 both read 77 tokens: BOS, 75 of text, EOS
+    assert (tok.CONTEXT_LENGTH, tok.MAX_TEXT_TOKENS) == (77, 75)
+    ids = _TOKENIZER("a cat", padding="max_length", max_length=tok.CONTEXT_LENGTH).input_ids
+    assert len(ids) == 77 and ids[0] == 49406 and ids[-1] == 49407
+    # 256 byte symbols, the same with </w>, 48,894 merges, BOS and EOS
+    assert tok.VOCAB_SIZE == 256 * 2 + 48894 + 2 == len(_TOKENIZER)

@@ -15,9 +15,11 @@ from ovdiff_cli import __version__
 from ovdiff_cli.cli import main
 from ovdiff_cli.formats import tensorfile
 from ovdiff_cli.formats.candidates import Candidates, write_candidates
-from ovdiff_cli.formats.prototypes import (
-    PROTOTYPES, Bank, BankSide, PrototypeSide, Prototypes, write_bank, write_prototypes)
-from ovdiff_cli.formats.supportset import ATTRIBUTION, Attribution, CrossAttention, SupportSet
+from ovdiff_cli.core.attention import CrossAttention
+from ovdiff_cli.core.bank import Rows
+from ovdiff_cli.core.prototypes import Prototypes, Side
+from ovdiff_cli.formats.prototypes import PROTOTYPES, Bank, write_bank, write_prototypes
+from ovdiff_cli.formats.supportset import ATTRIBUTION, SupportSet
 from ovdiff_cli.formats.vocabulary import from_words
 from tests.formats.util import PROVENANCE
 
@@ -26,15 +28,15 @@ D = 4
 
 def prototypes() -> Prototypes:
     g = torch.Generator().manual_seed(0)
-    fg = PrototypeSide(torch.randn(1, D, generator=g), torch.randn(2, D, generator=g), torch.tensor([0, 3]),
-                       torch.randn(3, D, generator=g), torch.tensor([[0, 1, 2], [1, 0, 0]]), torch.tensor([2, 0]))
-    return Prototypes(fg, PrototypeSide.empty(D), {**PROVENANCE, "class": "cat", "extractor": "dino", "clusters": 3})
+    fg = Side(torch.randn(1, D, generator=g), torch.randn(2, D, generator=g), torch.tensor([0, 3]),
+              torch.randn(3, D, generator=g), torch.tensor([[0, 1, 2], [1, 0, 0]]), torch.tensor([2, 0]))
+    return Prototypes(fg, Side.empty(D), {**PROVENANCE, "class": "cat", "extractor": "dino", "clusters": 3})
 
 
 def bank() -> Bank:
     v = torch.eye(D)[:3]
-    side = BankSide(v, torch.tensor([1, 2, 2]), torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1]))
-    empty = BankSide(torch.zeros(0, D), *(torch.zeros(0, dtype=torch.int64) for _ in range(3)))
+    side = Rows(v, torch.tensor([1, 2, 2]), torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1]))
+    empty = Rows(torch.zeros(0, D), *(torch.zeros(0, dtype=torch.int64) for _ in range(3)))
     return Bank(side, empty, from_words(["cat", "sky"]), {**PROVENANCE, "extractor": "dino"})
 
 

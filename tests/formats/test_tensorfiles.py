@@ -15,12 +15,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ovdiff_cli import __version__
+from ovdiff_cli.core.attention import AttentionBatch, Attribution, CrossAttention
+from ovdiff_cli.core.bank import Rows
+from ovdiff_cli.core.masks import SetProposals
+from ovdiff_cli.core.prototypes import Prototypes, Side
 from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats import atomic, tensorfile
 from ovdiff_cli.formats.prototypes import (
-    BANK, PROTOTYPES, Bank, BankSide, PrototypeSide, Prototypes, bank_path, prototype_path, read_bank,
-    read_prototypes, write_bank, write_prototypes)
-from ovdiff_cli.formats.supportset import ATTRIBUTION, CROSSATTN, Attribution, CrossAttention, SupportSet
+    BANK, PROTOTYPES, Bank, bank_path, prototype_path, read_bank, read_prototypes, write_bank, write_prototypes)
+from ovdiff_cli.formats.supportset import ATTRIBUTION, CROSSATTN, PROPOSALS, SupportSet
 from ovdiff_cli.formats.tensorfile import Schema, TensorSpec
 from ovdiff_cli.formats.vocabulary import build, from_words
 from tests.formats.util import PROVENANCE, one_line_with
@@ -509,14 +512,66 @@ def test_attribution_writer_refuses_bad_shapes(tmp_path: Path):
     assert listing(tmp_path) == []
 
 
-def test_attribution_writer_refuses_values_outside_unit_range(tmp_path: Path):
+@pytest.mark.parametrize("tensor, value", [("attribution", 2.0), ("attribution", -0.25),
+                                           ("attribution64", float("nan")), ("attribution64", float("inf"))])
+def test_attribution_writer_refuses_values_outside_unit_range(tmp_path: Path, tensor, value):
     s = SupportSet(tmp_path)
     att = make_attribution()
-    bad = att.maps.clone()
-    bad[0, 0, 0] = 2.0
-    with pytest.raises(ValueError):
-        s.write_attribution(Attribution(bad, att.maps64, att.meta))
+    maps, maps64 = att.maps.clone(), att.maps64.clone()
+    (maps if tensor == "attribution" else maps64)[1, 2, 3] = value
+    with pytest.raises(ValueError) as e:
+        s.write_attribution(Attribution(maps, maps64, att.meta))
+    assert f"'{tensor}' has values outside [0, 1]" in str(e.value) and "refusing to write" in str(e.value)
     assert listing(tmp_path) == []
+
+
+def test_attribution_bounds_themselves_are_in_range(tmp_path: Path):
+    s = SupportSet(tmp_path)
+    att = make_attribution()
+    att = Attribution(torch.zeros_like(att.maps), torch.ones_like(att.maps64), att.meta)
+    s.write_attribution(att)
+    back = s.read_attribution()
+    assert back.maps.max() == 0 and back.maps64.min() == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# proposals and partial batches
+
+
+def test_proposals_round_trip_bit_packed(tmp_path: Path):
+    masks = torch.zeros(2, 10, 10, dtype=torch.bool)
+    masks[0, 0, :3] = True       # row 0: pixels 0, 1, 2 → bytes 0b11100000, 0
+    masks[1, 4, 8:] = True       # row 4: pixels 8, 9 → bytes 0, 0b11000000
+    meta = {**PROVENANCE, "class": "cat", "proposer": "cutler"}
+    s = SupportSet(tmp_path)
+    s.write_proposals(SetProposals(masks, torch.tensor([0.9, 0.5], dtype=torch.float64), torch.tensor([0, 3]), meta))
+    f = tensorfile.read(s.proposals_path, PROPOSALS)
+    assert f.dims == {"J": 2, "S": 10, "B": 2} and f.meta["size"] == 10
+    assert f.tensors["masks"][0, 0].tolist() == [224, 0] and f.tensors["masks"][1, 4].tolist() == [0, 192]
+    assert int(f.tensors["masks"].sum()) == 224 + 192
+    back = s.read_proposals()
+    assert torch.equal(back.masks, masks)
+    assert back.scores.dtype == torch.float32 and back.scores.tolist() == pytest.approx([0.9, 0.5])
+    assert back.image.tolist() == [0, 3] and back.meta == {**meta, "size": 10}
+
+
+def test_proposals_none(tmp_path: Path):
+    s = SupportSet(tmp_path)
+    meta = {**PROVENANCE, "class": "cat", "proposer": "cutler"}
+    s.write_proposals(SetProposals(torch.zeros(0, 6, 6, dtype=torch.bool), torch.zeros(0),
+                                   torch.zeros(0, dtype=torch.int64), meta))
+    back = s.read_proposals()
+    assert back.masks.shape == (0, 6, 6) and back.scores.shape == (0,) and back.meta["size"] == 6
+
+
+def test_partial_batch_round_trip(tmp_path: Path):
+    s = SupportSet(tmp_path)
+    attn = torch.rand(2, 3, 2, 4, 4, generator=gen(7))
+    batch = AttentionBatch(attn, torch.full((2, 3), 60, dtype=torch.int64), torch.tensor([4, 5]), {"seed": 1})
+    assert s.write_partial(2, batch) == tmp_path / ".crossattn-partial" / "batch-00002.safetensors"
+    back = s.read_partial(2)
+    assert torch.equal(back.attn, attn) and back.counts.tolist() == [[60] * 3] * 2
+    assert back.indices.tolist() == [4, 5] and back.params == {"seed": 1}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,9 +581,9 @@ def test_attribution_writer_refuses_values_outside_unit_range(tmp_path: Path):
 D = 6
 
 
-def make_side(seed: int, instances: int, parts: int, pooled: int, with_class: bool = True) -> PrototypeSide:
+def make_side(seed: int, instances: int, parts: int, pooled: int, with_class: bool = True) -> Side:
     g = gen(seed)
-    return PrototypeSide(
+    return Side(
         class_proto=torch.randn(1 if with_class else 0, D, generator=g),
         instance=torch.randn(instances, D, generator=g),
         instance_image=torch.arange(instances, dtype=torch.int64) * 2,
@@ -543,7 +598,7 @@ def make_prototypes(**meta) -> Prototypes:
                       {**PROVENANCE, "class": "hot dog", "extractor": "dino", "clusters": 4, **meta})
 
 
-def assert_side_equal(a: PrototypeSide, b: PrototypeSide) -> None:
+def assert_side_equal(a: Side, b: Side) -> None:
     for name in ("class_proto", "instance", "instance_image", "part", "pooled_index", "pooled_label"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype and torch.equal(x, y), name
@@ -564,7 +619,7 @@ def test_prototypes_round_trip(tmp_path: Path):
 
 
 def test_prototypes_empty_background(tmp_path: Path):
-    protos = Prototypes(make_side(5, 0, 0, 0), PrototypeSide.empty(D),
+    protos = Prototypes(make_side(5, 0, 0, 0), Side.empty(D),
                         {**PROVENANCE, "class": "sky", "extractor": "sd"})
     path = tmp_path / "sky.sd.safetensors"
     write_prototypes(path, protos)
@@ -575,11 +630,11 @@ def test_prototypes_empty_background(tmp_path: Path):
     assert back.meta == protos.meta
 
 
-def _side(base: PrototypeSide, **kw) -> PrototypeSide:
+def _side(base: Side, **kw) -> Side:
     fields = {n: getattr(base, n) for n in ("class_proto", "instance", "instance_image", "part", "pooled_index",
                                             "pooled_label")}
     fields.update(kw)
-    return PrototypeSide(**fields)
+    return Side(**fields)
 
 
 def _bad_prototypes(case: str) -> Prototypes:
@@ -666,9 +721,9 @@ def unit_rows(m: int, seed: int) -> torch.Tensor:
 
 def make_bank() -> Bank:
     vocab = build("mine", [("cat", None, None), ("sky", None, None), ("keyboard", None, None)])
-    fg = BankSide(unit_rows(5, 7), torch.tensor([1, 1, 2, 3, 3]), torch.tensor([0, 1, 0, 0, 2]),
-                  torch.tensor([0, 0, 0, 0, 5]))
-    bg = BankSide(unit_rows(3, 8), torch.tensor([1, 3, 3]), torch.tensor([0, 2, 2]), torch.tensor([0, 1, 4]))
+    fg = Rows(unit_rows(5, 7), torch.tensor([1, 1, 2, 3, 3]), torch.tensor([0, 1, 0, 0, 2]),
+              torch.tensor([0, 0, 0, 0, 5]))
+    bg = Rows(unit_rows(3, 8), torch.tensor([1, 3, 3]), torch.tensor([0, 2, 2]), torch.tensor([0, 1, 4]))
     return Bank(fg, bg, vocab, {**PROVENANCE, "extractor": "clip", "threshold": 0.85, "dropped": {"cat": 2}})
 
 
@@ -701,8 +756,8 @@ def test_bank_round_trip(tmp_path: Path):
 
 def test_bank_without_background_rows(tmp_path: Path):
     vocab = from_words(["sky"])
-    bank = Bank(BankSide(unit_rows(2, 9), torch.tensor([1, 1]), torch.tensor([0, 2]), torch.tensor([0, 0])),
-                BankSide(torch.zeros(0, D), *(torch.zeros(0, dtype=torch.int64) for _ in range(3))),
+    bank = Bank(Rows(unit_rows(2, 9), torch.tensor([1, 1]), torch.tensor([0, 2]), torch.tensor([0, 0])),
+                Rows(torch.zeros(0, D), *(torch.zeros(0, dtype=torch.int64) for _ in range(3))),
                 vocab, {**PROVENANCE, "extractor": "sd"})
     path = tmp_path / "bank.sd.safetensors"
     write_bank(path, bank)
@@ -715,17 +770,17 @@ def _bad_bank(case: str) -> Bank:
     b = make_bank()
     fg, bg, meta = b.fg, b.bg, b.meta
     if case == "norm":
-        fg = BankSide(fg.vectors * 1.01, fg.owner, fg.kind, fg.index)
+        fg = Rows(fg.vectors * 1.01, fg.owner, fg.kind, fg.index)
     elif case == "nan":
         v = bg.vectors.clone()
         v[0, 0] = float("nan")
-        bg = BankSide(v, bg.owner, bg.kind, bg.index)
+        bg = Rows(v, bg.owner, bg.kind, bg.index)
     elif case == "owner-0":
-        fg = BankSide(fg.vectors, torch.tensor([0, 1, 2, 3, 3]), fg.kind, fg.index)
+        fg = Rows(fg.vectors, torch.tensor([0, 1, 2, 3, 3]), fg.kind, fg.index)
     elif case == "owner-4":
-        bg = BankSide(bg.vectors, torch.tensor([1, 3, 4]), bg.kind, bg.index)
+        bg = Rows(bg.vectors, torch.tensor([1, 3, 4]), bg.kind, bg.index)
     elif case == "kind":
-        fg = BankSide(fg.vectors, fg.owner, torch.tensor([0, 1, 3, 0, 0]), fg.index)
+        fg = Rows(fg.vectors, fg.owner, torch.tensor([0, 1, 3, 0, 0]), fg.index)
     elif case == "meta":
         meta = {"threshold": 0.85}
     return Bank(fg, bg, b.vocabulary, meta)

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from ovdiff_cli.cli import main
-from ovdiff_cli.formats.supportset import CrossAttention, SupportSet
+from ovdiff_cli.core.attention import CrossAttention
+from ovdiff_cli.formats.supportset import SupportSet
 from tests.stages.test_sample import FAST, files_of, one_line_error
 
 MODELS = {"preset": "tiny", "tiny": True, "components": {}}

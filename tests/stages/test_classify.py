@@ -275,3 +275,17 @@ def test_two_runs_into_one_file_keep_both_runs_records(images, tmp_path: Path) -
         first.kill()
     # without the lock, the second would have read the file before the first wrote it, and dropped its record
     assert [r.image for r in read_candidates(out)] == images[:2]
+
+
+def test_subset_prompts_past_the_context_length_are_warned_about(monkeypatch) -> None:
+    from ovdiff_cli.models.clip import build_tiny_clip
+    from ovdiff_cli.stages import classify as stage
+
+    said: list[str] = []
+    monkeypatch.setattr(stage.log, "warn_once", lambda key, message: said.append(message))
+    clip = build_tiny_clip(torch.device("cpu"), torch.float32)
+    # "a cat" is 2 tokens and " and" 1: 25 classes make 3·25 − 1 = 74 tokens, 76 with BOS and EOS
+    stage._warn_long_prompts(clip, ["cat"] * 24 + ["big cat"])        # 77 tokens: all are read
+    assert said == []
+    stage._warn_long_prompts(clip, ["cat"] * 24 + ["big fat cat"])    # 78: the encoder cuts one
+    assert said == ["the longest subset prompts exceed CLIP's 77 tokens and are cut (their last classes lose weight)"]

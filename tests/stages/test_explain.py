@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ovdiff_cli.cli import main
-from ovdiff_cli.formats.prototypes import PrototypeSide, Prototypes, read_bank, write_prototypes
+from ovdiff_cli.core.prototypes import Prototypes, Side
+from ovdiff_cli.formats.prototypes import read_bank, write_prototypes
 from ovdiff_cli.formats.segmentation import Explanation, write_explanation
 from ovdiff_cli.formats.supportset import SupportSet
 from ovdiff_cli.stages.explain import explain
@@ -32,13 +33,13 @@ def support(folder: Path, fg_cols: list[tuple[int, int]]) -> SupportSet:
 
 
 def protos(s: SupportSet, name: str, out: Path) -> Path:
-    fg = PrototypeSide(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.1], [0.9, 0.2]]), torch.tensor([0, 1]),
-                       torch.tensor([[1.0, 0.3], [0.8, 0.4]]),
-                       # pooled cells on a 2 × 2 grid: part 0 = image 0 cell (0,0) and image 1 cells (0,0), (1,0);
-                       # part 1 = image 1 cell (0,1)
-                       torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 0, 1]]), torch.tensor([0, 0, 0, 1]))
-    bg = PrototypeSide(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.1, 1.0]]), torch.tensor([1]),
-                       torch.zeros(0, 2), torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    fg = Side(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.1], [0.9, 0.2]]), torch.tensor([0, 1]),
+              torch.tensor([[1.0, 0.3], [0.8, 0.4]]),
+              # pooled cells on a 2 × 2 grid: part 0 = image 0 cell (0,0) and image 1 cells (0,0), (1,0);
+              # part 1 = image 1 cell (0,1)
+              torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 0, 1]]), torch.tensor([0, 0, 0, 1]))
+    bg = Side(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.1, 1.0]]), torch.tensor([1]),
+              torch.zeros(0, 2), torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, dtype=torch.long))
     meta = {"class": name, "extractor": "dino", "models": MODELS, "inputs": {}, "features": {"extractor": "dino"},
             "grid": [2, 2], "support": str(s.path)}
     return write_prototypes(out / f"{name}.dino.safetensors", Prototypes(fg, bg, meta))

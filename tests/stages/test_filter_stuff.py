@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ovdiff_cli.cli import main
-from ovdiff_cli.formats.prototypes import PrototypeSide, Prototypes, read_bank, write_prototypes
+from ovdiff_cli.core.prototypes import Prototypes, Side
+from ovdiff_cli.formats.prototypes import read_bank, write_prototypes
 from tests.stages.test_sample import files_of, one_line_error
 
 FEATURES = {"extractor": "dino", "model": "hand"}
@@ -21,14 +22,14 @@ def v(cos: float, scale: float = 1.0) -> list[float]:
     return [scale * cos, scale * math.sqrt(1 - cos**2)]
 
 
-def side(cls: list[float], instances: list[list[float]], parts: list[list[float]]) -> PrototypeSide:
+def side(cls: list[float], instances: list[list[float]], parts: list[list[float]]) -> Side:
     n = len(instances)
-    return PrototypeSide(torch.tensor([cls]), torch.tensor(instances).view(n, 2), torch.arange(n),
-                         torch.tensor(parts).view(len(parts), 2), torch.zeros(0, 3, dtype=torch.long),
-                         torch.zeros(0, dtype=torch.long))
+    return Side(torch.tensor([cls]), torch.tensor(instances).view(n, 2), torch.arange(n),
+                torch.tensor(parts).view(len(parts), 2), torch.zeros(0, 3, dtype=torch.long),
+                torch.zeros(0, dtype=torch.long))
 
 
-def write(folder: Path, name: str, fg: PrototypeSide, bg: PrototypeSide, extractor: str = "dino",
+def write(folder: Path, name: str, fg: Side, bg: Side, extractor: str = "dino",
           features: dict | None = None) -> Path:
     meta = {"class": name, "extractor": extractor, "models": MODELS, "inputs": {"support_sha256": name},
             "features": features or {**FEATURES, "extractor": extractor}}
@@ -38,7 +39,7 @@ def write(folder: Path, name: str, fg: PrototypeSide, bg: PrototypeSide, extract
 @pytest.fixture
 def files(tmp_path: Path) -> list[Path]:
     d = tmp_path / "protos"
-    empty = PrototypeSide.empty(2)
+    empty = Side.empty(2)
     # sky is stuff (built-in table); its fg prototypes point along (1, 0)
     return [
         write(d, "cat", side(v(0.0), [v(0.1)], [v(0.05)]),
@@ -113,7 +114,7 @@ def test_rerun_skips_and_other_settings_need_overwrite(runner, files: list[Path]
 
 def test_files_that_do_not_belong_together(runner, files: list[Path], tmp_path: Path) -> None:
     d = tmp_path / "protos"
-    odd = write(d / "odd", "dog", side(v(0.2), [], []), PrototypeSide.empty(2),
+    odd = write(d / "odd", "dog", side(v(0.2), [], []), Side.empty(2),
                 features={**FEATURES, "block": -2})
     line = one_line_error(run(runner, str(files[0]), str(files[1]), str(odd), "--vocab", "cat,sky,dog",
                               "-o", str(tmp_path / "b")))
@@ -128,7 +129,7 @@ def test_files_that_do_not_belong_together(runner, files: list[Path], tmp_path: 
 def test_other_extractors_make_other_banks_and_extra_classes_are_ignored(runner, files: list[Path],
                                                                        tmp_path: Path) -> None:
     d = tmp_path / "protos"
-    sd = [write(d, n, side(v(0.5), [], []), PrototypeSide.empty(2), extractor="sd") for n in ("cat", "sky")]
+    sd = [write(d, n, side(v(0.5), [], []), Side.empty(2), extractor="sd") for n in ("cat", "sky")]
     result = run(runner, *map(str, files + sd), "--vocab", "cat,sky", "-o", str(tmp_path / "b"))
     assert result.exit_code == 0, result.output
     assert sorted(Path(p).name for p in result.stdout.split()) == ["bank.dino.safetensors", "bank.sd.safetensors"]
@@ -153,7 +154,7 @@ def test_the_bank_follows_prototype_content_not_paths(runner, files: list[Path],
     assert result.exit_code == 0, result.output
     assert bank.read_bytes() == before
     # dog's prototypes remade (other content at the same path): the bank is stale and made again
-    write(files[0].parent, "dog", side(v(0.9), [], []), PrototypeSide.empty(2))
+    write(files[0].parent, "dog", side(v(0.9), [], []), Side.empty(2))
     result = run(runner, *map(str, files), "--vocab", "cat,sky,dog", "-o", str(out))
     assert result.exit_code == 0, result.output
     b = read_bank(bank)

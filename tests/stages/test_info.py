@@ -11,7 +11,8 @@ import torch
 
 from ovdiff_cli.cli import main
 from ovdiff_cli.errors import BadFile
-from ovdiff_cli.formats.supportset import Attribution, SupportSet
+from ovdiff_cli.core.attention import Attribution
+from ovdiff_cli.formats.supportset import SupportSet
 from ovdiff_cli.stages.info import describe
 
 META = {"class": "cat", "models": {"preset": "tiny", "tiny": True, "components": {}}, "inputs": {}}

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from ovdiff_cli.cli import main
-from ovdiff_cli.formats.supportset import Attribution, SupportSet
+from ovdiff_cli.core.attention import Attribution
+from ovdiff_cli.formats.supportset import SupportSet
 from ovdiff_cli.models import registry
 from ovdiff_cli.models.interfaces import Proposals
 from tests.stages.test_sample import FAST, files_of, one_line_error
@@ -84,10 +85,10 @@ def test_masks_from_hand_made_proposals(runner, tmp_path: Path, hand_preset) -> 
     m1, meta1 = s.read_mask(1)
     assert meta1["mode"] == "fallback"
     assert (m1 == np.array([[1, 1, 0, 2, 2, 2]] * 6, np.uint8)).all()
-    masks, scores, image, meta = s.read_proposals()
-    assert torch.equal(masks, torch.stack([cols(0, 1, 2), cols(1, 2, 3)]))
-    assert scores.tolist() == pytest.approx([0.9, 0.6]) and image.tolist() == [0, 0]
-    assert meta["proposer"] == "hand"
+    saved = s.read_proposals()
+    assert torch.equal(saved.masks, torch.stack([cols(0, 1, 2), cols(1, 2, 3)]))
+    assert saved.scores.tolist() == pytest.approx([0.9, 0.6]) and saved.image.tolist() == [0, 0]
+    assert saved.meta["proposer"] == "hand"
 
 
 def test_a_rerun_skips_and_other_settings_need_overwrite(runner, tmp_path: Path, hand_preset) -> None:

@@ -23,8 +23,9 @@ import torch
 
 from ovdiff_cli.cli import main
 from ovdiff_cli.errors import BadFile
-from ovdiff_cli.formats.prototypes import (Bank, BankSide, PrototypeSide, Prototypes, read_bank, read_prototypes,
-                                           write_bank, write_prototypes)
+from ovdiff_cli.core.bank import Rows
+from ovdiff_cli.core.prototypes import Prototypes, Side
+from ovdiff_cli.formats.prototypes import Bank, read_bank, read_prototypes, write_bank, write_prototypes
 from ovdiff_cli.formats.supportset import SupportSet
 from ovdiff_cli.formats.vocabulary import build
 from tests.stages.test_prototype import hand_preset  # noqa: F401  (a fixture)
@@ -37,16 +38,16 @@ HOSTILE = ["x/../../../OUTSIDE", "../OUTSIDE", "/tmp/OUTSIDE", "..", ".", "", "a
            " sd", "s" * 200, "bank.sd", 5, None, ["sd"], {"name": "sd"}]
 
 
-def _side(values: list[float]) -> PrototypeSide:
-    empty = PrototypeSide.empty(2)
-    return PrototypeSide(torch.tensor([values]), empty.instance, empty.instance_image, empty.part,
-                         empty.pooled_index, empty.pooled_label)
+def _side(values: list[float]) -> Side:
+    empty = Side.empty(2)
+    return Side(torch.tensor([values]), empty.instance, empty.instance_image, empty.part,
+                empty.pooled_index, empty.pooled_label)
 
 
 def _prototypes(path: Path, name: object = "cat", extractor: object = "dino", **extra: object) -> Path:
     meta = {"class": name, "extractor": extractor, "models": MODELS, "inputs": {},
             "features": {"extractor": "dino"}, **extra}
-    return write_prototypes(path, Prototypes(_side([1.0, 0.0]), PrototypeSide.empty(2), meta))
+    return write_prototypes(path, Prototypes(_side([1.0, 0.0]), Side.empty(2), meta))
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -75,8 +76,8 @@ def test_readers_refuse_a_hostile_extractor(tmp_path: Path, extractor: object) -
     protos = _prototypes(tmp_path / "p.safetensors", extractor=extractor)
     with pytest.raises(BadFile, match="extractor"):
         read_prototypes(protos)
-    side = BankSide(torch.tensor([[1.0, 0.0]]), torch.tensor([1]), torch.tensor([0]), torch.tensor([0]))
-    empty = BankSide(torch.zeros(0, 2), *(torch.zeros(0, dtype=torch.long),) * 3)
+    side = Rows(torch.tensor([[1.0, 0.0]]), torch.tensor([1]), torch.tensor([0]), torch.tensor([0]))
+    empty = Rows(torch.zeros(0, 2), *(torch.zeros(0, dtype=torch.long),) * 3)
     bank = write_bank(tmp_path / "bank.safetensors", Bank(side, empty, build("v", [("cat", None, None)]),
                                                           {"extractor": extractor, "models": MODELS, "inputs": {}}))
     with pytest.raises(BadFile, match="extractor") as e:
@@ -85,7 +86,7 @@ def test_readers_refuse_a_hostile_extractor(tmp_path: Path, extractor: object) -
 
 
 def test_segment_refuses_a_bank_with_a_hostile_extractor(runner, tmp_path: Path) -> None:
-    side = BankSide(torch.tensor([[1.0, 0.0]]), torch.tensor([1]), torch.tensor([0]), torch.tensor([0]))
+    side = Rows(torch.tensor([[1.0, 0.0]]), torch.tensor([1]), torch.tensor([0]), torch.tensor([0]))
     bank = write_bank(tmp_path / "bank.dino.safetensors",
                       Bank(side, side, build("v", [("cat", None, None)]),
                            {"extractor": "x/../../OUTSIDE", "models": MODELS, "inputs": {}}))

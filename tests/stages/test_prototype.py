@@ -12,7 +12,8 @@ import torch
 
 from ovdiff_cli.cli import main
 from ovdiff_cli.formats.prototypes import read_prototypes
-from ovdiff_cli.formats.supportset import Attribution, SupportSet
+from ovdiff_cli.core.attention import Attribution
+from ovdiff_cli.formats.supportset import SupportSet
 from ovdiff_cli.models import registry
 from tests.stages.test_sample import FAST, files_of, one_line_error
 
@@ -230,7 +231,8 @@ def test_other_settings_or_models_are_an_error_with_a_fix(runner, tmp_path: Path
 @pytest.mark.parametrize("occupant", ["foreign", "bank"])
 def test_a_file_ovdiff_did_not_make_as_a_prototype_is_never_replaced(runner, tmp_path: Path, hand_preset,
                                                                      occupant: str, overwrite: list[str]) -> None:
-    from ovdiff_cli.formats.prototypes import Bank, BankSide, write_bank
+    from ovdiff_cli.core.bank import Rows
+    from ovdiff_cli.formats.prototypes import Bank, write_bank
     from ovdiff_cli.formats.vocabulary import build
 
     s = hand_set(tmp_path / "cat", MASKS)
@@ -239,7 +241,7 @@ def test_a_file_ovdiff_did_not_make_as_a_prototype_is_never_replaced(runner, tmp
         target.parent.mkdir()
         target.write_bytes(b"my own notes, not a tensor file")
     else:
-        empty = BankSide(torch.zeros(0, 2), *(torch.zeros(0, dtype=torch.long),) * 3)
+        empty = Rows(torch.zeros(0, 2), *(torch.zeros(0, dtype=torch.long),) * 3)
         write_bank(target, Bank(empty, empty, build("v", [("cat", None, None)]),
                                 {"extractor": "dino", "models": {}, "inputs": {}}))
     before = target.read_bytes()

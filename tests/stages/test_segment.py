@@ -13,9 +13,10 @@ import torch
 from PIL import Image
 
 from ovdiff_cli.cli import main
+from ovdiff_cli.core.bank import Rows
 from ovdiff_cli.formats.candidates import Candidates, write_candidates
 from ovdiff_cli.formats.labelmap import PALETTE, read_label_map
-from ovdiff_cli.formats.prototypes import Bank, BankSide, write_bank
+from ovdiff_cli.formats.prototypes import Bank, write_bank
 from ovdiff_cli.formats.segmentation import read_explanation, read_scores
 from ovdiff_cli.formats.vocabulary import build
 from ovdiff_cli.models import registry
@@ -63,10 +64,10 @@ def colour_preset():
     registry.clear_cache()
 
 
-def side(rows: list[list[float]], owners: list[int]) -> BankSide:
+def side(rows: list[list[float]], owners: list[int]) -> Rows:
     n = len(rows)
-    return BankSide(torch.tensor(rows, dtype=torch.float32).reshape(n, 2), torch.tensor(owners, dtype=torch.long),
-                    torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long))
+    return Rows(torch.tensor(rows, dtype=torch.float32).reshape(n, 2), torch.tensor(owners, dtype=torch.long),
+                torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long))
 
 
 def write_rg_bank(folder: Path, extractor: str = "dino", bg_mode: str = "all") -> Path:

@@ -19,10 +19,11 @@ import torch
 from PIL import Image
 
 from ovdiff_cli.cli import main
+from ovdiff_cli.core.attention import CrossAttention
 from ovdiff_cli.core.settings import AttributeSettings
 from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats.provenance import ovdiff_schema
-from ovdiff_cli.formats.supportset import CrossAttention, SupportSet
+from ovdiff_cli.formats.supportset import SupportSet
 from ovdiff_cli.formats.vocabulary import slugify
 from ovdiff_cli.models import registry
 from ovdiff_cli.stages.attribute import attribute
