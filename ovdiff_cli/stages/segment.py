@@ -295,7 +295,7 @@ class Prefilter:
     scorer: list[str | None]             # per image, the CLIP model that chose them (None: none, or unknown)
 
 
-def candidate_actives(images: Sequence[Path], digests: Sequence[str], vocab: Vocabulary, candidates: Path | None,
+def candidate_actives(images: Sequence[Path], digests: Sequence[str], vocab: Vocabulary, *, candidates: Path | None,
                       prefilter: bool, preset: registry.Preset) -> Prefilter:
     """The active classes of each image from the candidates file, checked against the images."""
     if not prefilter:
@@ -326,7 +326,7 @@ def candidate_actives(images: Sequence[Path], digests: Sequence[str], vocab: Voc
     return Prefilter([list(r.active) for r in records], scorers)
 
 
-def active_masks(images: Sequence[Path], vocab: Vocabulary, pre: Prefilter, prefilter: bool,
+def active_masks(images: Sequence[Path], vocab: Vocabulary, pre: Prefilter, *, prefilter: bool,
                  classify_kwargs: dict[str, Any]) -> list[torch.Tensor]:
     """bool [C+1] per image: the classes segment may use (index 0, background, always set)."""
     n = len(vocab) + 1
@@ -388,7 +388,7 @@ def segment(images: Sequence[Path], bank_paths: Sequence[Path], *, out: Path, pr
     if work.todo:
         actives = work.actives(prefilter, {"preset": preset, "device": device, "dtype": dtype})
         extractors = load_extractors(banks, options, p, device=device, dtype=dtype, vit_dtype=vit_dtype)
-        seg = Segmenter(banks, extractors, settings, device, batch_size, sides.explain)
+        seg = Segmenter(banks, extractors, settings, device=device, batch_size=batch_size, explain=sides.explain)
         run_batches(seg, work, actives, images_per_batch=images_per_batch, overwrite=overwrite)
     return [plan.label_map for plan in mine]
 
@@ -442,8 +442,8 @@ class Work:
         pre = self.prefilter
         pre_todo = Prefilter([pre.active[k] for k in self.todo] if pre.active is not None else None,
                              [pre.scorer[k] for k in self.todo])
-        masks = active_masks([self.plans[k].image for k in self.todo], self.vocab, pre_todo, prefilter,
-                             classify_kwargs)
+        masks = active_masks([self.plans[k].image for k in self.todo], self.vocab, pre_todo, prefilter=prefilter,
+                             classify_kwargs=classify_kwargs)
         return dict(zip(self.todo, masks))
 
 
@@ -453,7 +453,8 @@ def skip_finished(mine: list[Outputs], banks: dict[str, tuple[Path, Bank]], p: r
     """The identity of every output of this shard, and which of them cannot be reused."""
     vocab = next(iter(banks.values()))[1].vocabulary
     digests = [file_sha256(plan.image) for plan in mine]
-    pre = candidate_actives([plan.image for plan in mine], digests, vocab, candidates, prefilter, p)
+    pre = candidate_actives([plan.image for plan in mine], digests, vocab, candidates=candidates, prefilter=prefilter,
+                            preset=p)
     common = {"vocabulary": vocab.to_meta(), "settings": settings.to_meta(), "prefilter": prefilter}
     identities = _identities(digests, {ex: file_sha256(f) for ex, (f, _) in sorted(banks.items())}, pre, common,
                              {ex: p.slots[opts.slot(ex)].key for ex, opts in options.items()})
@@ -470,7 +471,7 @@ def run_batches(seg: Segmenter, work: Work, actives: dict[int, torch.Tensor], *,
     groups = [work.todo[k : k + images_per_batch] for k in range(0, len(work.todo), images_per_batch)]
     for group in log.progress(groups, desc="segment", unit="batch"):
         _segment_group(seg, [work.plans[k] for k in group], [work.identities[k] for k in group],
-                       [actives[k] for k in group], work.vocab, overwrite)
+                       [actives[k] for k in group], work.vocab, overwrite=overwrite)
 
 
 def _identities(digests: Sequence[str], bank_digests: dict[str, str], pre: Prefilter, common: dict[str, Any],
@@ -497,7 +498,7 @@ def _reusable(plan: Outputs, inputs: dict[str, Any], settings: dict[str, Any], o
 
 
 def _segment_group(seg: Segmenter, plans: list[Outputs], identities: list[Identity], actives: list[torch.Tensor],
-                   vocab: Vocabulary, overwrite: bool) -> None:
+                   vocab: Vocabulary, *, overwrite: bool) -> None:
     """Segment and write a group of images, holding their locks (taken in sorted order, so two
     processes locking overlapping groups cannot deadlock) and re-checking provenance under them:
     another process may have made these outputs while this one waited."""
