@@ -147,10 +147,10 @@ class ViTKeys:
         self.dtype = dtype or next(model.parameters()).dtype
 
     def window_input(self, window: torch.Tensor) -> torch.Tensor:
-        """METHOD.md §4.1, by the network's own rule (:attr:`ViTConfig.keeps_aspect`): DINO keeps a
-        window whose sides are ≤ 448 as it is; a larger one is resized, aspect kept, to short side 448
-        with the long side ≤ 800, and cut to whole patches (⌊H/8⌋ × ⌊W/8⌋ cells). MAE squashes every
-        window to 448²."""
+        """METHOD.md §4.1: DINO keeps a window whose sides are ≤ 448 as it is; a larger one is resized,
+        aspect kept, to short side 448 with the long side ≤ 800, and cut to whole patches (⌊H/8⌋ × ⌊W/8⌋
+        cells). MAE squashes every window to 448²."""
+        # The network's config says which rule is its own (set where builtin.py builds DINO and MAE).
         if not self.model.cfg.keeps_aspect:
             return squash(window, 448)
         h, w = window.shape[-2:]

@@ -386,7 +386,8 @@ def segment(images: Sequence[Path], bank_paths: Sequence[Path], *, out: Path, pr
     work = skip_finished(mine, banks, p, options, candidates=candidates, prefilter=prefilter, settings=settings,
                          overwrite=overwrite)
     if work.todo:
-        actives = work.actives(prefilter, {"preset": preset, "device": device, "dtype": dtype})
+        models = {"preset": preset, "device": device, "dtype": dtype}
+        actives = work.actives(prefilter=prefilter, classify_kwargs=models)
         extractors = load_extractors(banks, options, p, device=device, dtype=dtype, vit_dtype=vit_dtype)
         seg = Segmenter(banks, extractors, settings, device=device, batch_size=batch_size, explain=sides.explain)
         run_batches(seg, work, actives, images_per_batch=images_per_batch, overwrite=overwrite)
@@ -437,7 +438,7 @@ class Work:
     prefilter: Prefilter
     todo: list[int]
 
-    def actives(self, prefilter: bool, classify_kwargs: dict[str, Any]) -> dict[int, torch.Tensor]:
+    def actives(self, *, prefilter: bool, classify_kwargs: dict[str, Any]) -> dict[int, torch.Tensor]:
         """bool [C+1] per image to make, by index: from the candidates, or classified now."""
         pre = self.prefilter
         pre_todo = Prefilter([pre.active[k] for k in self.todo] if pre.active is not None else None,
