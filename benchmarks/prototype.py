@@ -91,6 +91,9 @@ class Timed:
     def settings(self):
         return self.ex.settings()
 
+    def window_input(self, window: torch.Tensor) -> torch.Tensor:
+        return self.ex.window_input(window)
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         start = time.perf_counter()
         out = self.ex.features(images)

@@ -37,7 +37,7 @@ def main() -> None:
             write_label_map(pred / f"{i:05d}.png", y)
             write_label_map(gt / f"{i:05d}.png", t)
         start = time.perf_counter()
-        report = score(pred, gt, builtin("voc"))
+        report = score(pred, gt, vocab=builtin("voc"))
         total = time.perf_counter() - start
         pairs = sorted(zip(sorted(pred.glob("*.png")), sorted(gt.glob("*.png"))))
         start = time.perf_counter()

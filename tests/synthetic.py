@@ -120,6 +120,9 @@ class HueFeatures:
     def settings(self) -> dict:
         return {"extractor": "hue", "block": 4}
 
+    def window_input(self, window: torch.Tensor) -> torch.Tensor:
+        return window  # sees a test window as it is
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(hue_features(images.float()), 4)
 

@@ -47,6 +47,7 @@ def attribute(folders: tuple[str, ...], phrase: str | None, attn_layers: tuple[i
 
     paths = [Path(p) for p in options.expand_stdin(folders)]
     dev = options.resolve_device(device)
-    for path in run(paths, phrase, AttributeSettings(layers=attn_layers), overwrite, renoise, models, dev,
-                    options.resolve_dtype(dtype, dev), template, batch_size):
+    for path in run(paths, phrase=phrase, settings=AttributeSettings(layers=attn_layers), overwrite=overwrite,
+                    renoise=renoise, preset=models, device=dev, dtype=options.resolve_dtype(dtype, dev),
+                    template=template, batch_size=batch_size):
         click.echo(str(path))

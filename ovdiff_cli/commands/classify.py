@@ -39,8 +39,10 @@ def classify(images: tuple[str, ...], vocab: str | None, output: str, clip_topk:
     dev = options.resolve_device(device)
     net_dtype = options.resolve_dtype(dtype, dev)
     if output == "-":
-        for r in run(paths, vocabulary.parse(vocab), models, dev, net_dtype, batch_size, clip_topk):
+        for r in run(paths, vocabulary.parse(vocab), preset=models, device=dev, dtype=net_dtype, batch_size=batch_size,
+                     max_keep=clip_topk):
             click.echo(r.to_json())
     else:
-        click.echo(str(classify_into(Path(output), paths, vocabulary.parse(vocab), models, dev, net_dtype,
-                                     batch_size, clip_topk, overwrite)))
+        click.echo(str(classify_into(paths, vocabulary.parse(vocab), path=Path(output), preset=models, device=dev,
+                                     dtype=net_dtype, batch_size=batch_size, max_keep=clip_topk,
+                                     overwrite=overwrite)))

@@ -54,7 +54,8 @@ def explain(segmentation: Path, banks: tuple[str, ...], support: tuple[Path, ...
     out = output or picture_path(segmentation)
     if not as_json:
         check_picture(out)  # before the work: a file ovdiff did not write there is never replaced
-    records = run(segmentation, [Path(b) for b in banks], support, prototypes, at, class_name, top)
+    records = run(segmentation, [Path(b) for b in banks], support=support, prototypes_dir=prototypes, at=at,
+                  class_name=class_name, top=top)
     if as_json:
         for r in records:
             click.echo(json.dumps(r.to_json()))

@@ -61,5 +61,6 @@ def filter_stuff(files: tuple[str, ...], vocab: str | None, output: str, thresho
     settings = BankSettings(threshold=threshold, stuff_filter=not no_stuff_filter, compare=stuff_compare,
                             proto_types=kinds, bg_mode=bg_mode)
     paths = [Path(p) for p in options.expand_stdin(files)]
-    for path, summary in run(paths, vocabulary.parse(vocab), Path(output), settings, stuff, overwrite):
+    for path, summary in run(paths, vocabulary.parse(vocab), out=Path(output), settings=settings, stuff=stuff,
+                             overwrite=overwrite):
         click.echo(json.dumps(summary) if as_json else str(path))

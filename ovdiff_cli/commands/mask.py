@@ -48,6 +48,7 @@ def mask(folders: tuple[str, ...], proposer: str, score_threshold: float, fallba
     settings = MaskSettings(score_threshold=score_threshold, fallback_fg=fallback_fg, fallback_bg=fallback_bg,
                             bg_attn_max=bg_attn_max)
     dev = options.resolve_device(device)
-    for folder in run(paths, proposer, models, dev, options.resolve_dtype(dtype, dev), settings, batch_size,
-                      overwrite, overlay, save_proposals):
+    for folder in run(paths, proposer=proposer, preset=models, device=dev, dtype=options.resolve_dtype(dtype, dev),
+                      settings=settings, batch_size=batch_size, overwrite=overwrite, overlay=overlay,
+                      save_proposals=save_proposals):
         click.echo(str(folder))

@@ -42,7 +42,8 @@ def prototype(folders: tuple[str, ...], extractors: tuple[str, ...], output: str
     """
     import torch
 
-    from ovdiff_cli.core.settings import PrototypeSettings
+    from ovdiff_cli.core.settings import DEFAULT_EXTRACTORS, PrototypeSettings
+    from ovdiff_cli.models.extractor_build import FeatureOptions
     from ovdiff_cli.stages.prototype import prototype as run
 
     paths = [Path(p) for p in options.expand_stdin(folders)]
@@ -50,7 +51,9 @@ def prototype(folders: tuple[str, ...], extractors: tuple[str, ...], output: str
     net_dtype = options.resolve_dtype(dtype, dev)
     # METHOD.md names half precision for SD only; with --dtype auto the ViTs stay in float32.
     vit_dtype = torch.float32 if dtype == "auto" else net_dtype
-    for path in run(paths, extractors or ("sd", "dino", "clip"), Path(output), models, dev, net_dtype, vit_dtype,
-                    PrototypeSettings(clusters=clusters), batch_size, overwrite, sd_layers, sd_timestep,
-                    clip_norm, mae_variant, "token" if clip_token else "keys"):
+    features = FeatureOptions(sd_layers=sd_layers, sd_timestep=sd_timestep, clip_norm=clip_norm,
+                              clip_readout="token" if clip_token else "keys", variant=mae_variant)
+    for path in run(paths, extractors=extractors or DEFAULT_EXTRACTORS, out=Path(output), preset=models, device=dev,
+                    dtype=net_dtype, vit_dtype=vit_dtype, settings=PrototypeSettings(clusters=clusters),
+                    batch_size=batch_size, overwrite=overwrite, features=features):
         click.echo(str(path))

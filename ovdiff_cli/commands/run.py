@@ -39,7 +39,7 @@ def run(images: tuple[str, ...], vocab: str | None, output: str, num_images: int
     """
     import torch
 
-    from ovdiff_cli.core.settings import SampleSettings, SegmentSettings
+    from ovdiff_cli.core.settings import DEFAULT_EXTRACTORS, SampleSettings, SegmentSettings
     from ovdiff_cli.formats import vocabulary
     from ovdiff_cli.stages.run import RunSettings
     from ovdiff_cli.stages.run import run as run_all
@@ -50,10 +50,11 @@ def run(images: tuple[str, ...], vocab: str | None, output: str, num_images: int
     net_dtype = options.resolve_dtype(dtype, dev)
     settings = RunSettings(sample=SampleSettings(num_images=num_images, steps=steps, seed=seed,
                                                  batch_size=batch_size),
-                           proposer=proposer, extractors=extractors or ("sd", "dino", "clip"),
+                           proposer=proposer, extractors=extractors or DEFAULT_EXTRACTORS,
                            segment=SegmentSettings(pamr=pamr), prefilter=not no_prefilter, batch_size=batch_size,
                            overlay=overlay)
     paths = [Path(p) for p in options.expand_stdin(images)]
-    for path in run_all(vocabulary.parse(vocab), paths, Path(output), models, dev, net_dtype,
-                        torch.float32 if dtype == "auto" else net_dtype, settings):
+    for path in run_all(vocabulary.parse(vocab), paths, work=Path(output), preset=models, device=dev,
+                        dtype=net_dtype, vit_dtype=torch.float32 if dtype == "auto" else net_dtype,
+                        settings=settings):
         click.echo(str(path))

@@ -78,8 +78,9 @@ def sample(ctx: click.Context, words: tuple[str, ...], vocab: str | None, output
     settings = SampleSettings(num_images=num_images, batch_size=batch_size, steps=steps, guidance=guidance,
                               template=template, negative_prompt=negative_prompt, seed=seed,
                               reseed_per_class=not no_reseed_per_class)
-    for folder in run(classes, Path(output), models, dev, options.resolve_dtype(dtype, dev), settings, shard,
-                      overwrite, safety_checker, free_prompt):
+    for folder in run(classes, out=Path(output), preset=models, device=dev, dtype=options.resolve_dtype(dtype, dev),
+                      settings=settings, shard=shard, overwrite=overwrite, safety_checker=safety_checker,
+                      free_prompt=free_prompt):
         click.echo(str(folder))
 
 
@@ -106,5 +107,5 @@ def _from_images(ctx: click.Context, words: tuple[str, ...], vocab: str | None, 
     vclass = vocabulary.from_words([words[0]], overlay).classes[0]
     photos = [Path(p) for p in options.expand_stdin(words[1:])]
     dev = options.resolve_device(device)
-    click.echo(str(from_images(vclass, photos, Path(output), models, dev, options.resolve_dtype(dtype, dev),
-                               overwrite)))
+    click.echo(str(from_images(vclass, photos, out=Path(output), preset=models, device=dev,
+                               dtype=options.resolve_dtype(dtype, dev), overwrite=overwrite)))

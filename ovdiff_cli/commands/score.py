@@ -45,8 +45,8 @@ def score(paths: tuple[Path, ...], vocab: str | None, dataset: str | None, no_ba
     else:
         if len(paths) != 2:
             raise click.UsageError("give PRED and GT (or --merge with score --json files)")
-        report = run(paths[0], paths[1], vocabulary.parse(vocab) if vocab else None, dataset, not no_background,
-                     strict, shard)
+        report = run(paths[0], paths[1], vocab=vocabulary.parse(vocab) if vocab else None, dataset=dataset,
+                     background=not no_background, strict=strict, shard=shard)
     if as_json:
         click.echo(json.dumps(report.to_json()))
         return

@@ -60,6 +60,7 @@ def segment(images: tuple[str, ...], banks: tuple[str, ...], candidates: Path | 
     import torch
 
     from ovdiff_cli.core.settings import SegmentSettings
+    from ovdiff_cli.stages.segment import SideOutputs
     from ovdiff_cli.stages.segment import segment as run
 
     expected = None
@@ -87,7 +88,9 @@ def segment(images: tuple[str, ...], banks: tuple[str, ...], candidates: Path | 
     dev = options.resolve_device(device)
     net_dtype = options.resolve_dtype(dtype, dev)
     vit_dtype = torch.float32 if dtype == "auto" else net_dtype
-    for path in run(paths, [Path(b) for b in banks], Path(output), models, dev, net_dtype, vit_dtype, settings,
-                    candidates, not no_prefilter, batch_size, images_per_batch, shard, overwrite, overlay,
-                    save_scores, explain, expected):
+    sides = SideOutputs(overlay=overlay, scores=save_scores, explain=explain)
+    for path in run(paths, [Path(b) for b in banks], out=Path(output), preset=models, device=dev, dtype=net_dtype,
+                    vit_dtype=vit_dtype, settings=settings, candidates=candidates, prefilter=not no_prefilter,
+                    batch_size=batch_size, images_per_batch=images_per_batch, shard=shard, overwrite=overwrite,
+                    sides=sides, expected_classes=expected):
         click.echo(str(path))

@@ -27,11 +27,11 @@ MAE_B16_URL = ("https://dl.fbaipublicfiles.com/long_seq_mae/pretrained_models/in
 MAE_L16_URL = ("https://dl.fbaipublicfiles.com/long_seq_mae/pretrained_models/in1k/"
                "vitl_dec512d16h8b_1600ep_img448_crop0.2-1.0_maskds2.pth")
 
-DINO_B8 = vit.ViTConfig(patch=8, dim=768, depth=12, heads=12, pos_grid=28)      # trained at 224
+DINO_B8 = vit.ViTConfig(patch=8, dim=768, depth=12, heads=12, pos_grid=28, keeps_aspect=True)  # trained at 224
 MAE_B16 = vit.ViTConfig(patch=16, dim=768, depth=12, heads=12, pos_grid=28)     # trained at 448
 MAE_L16 = vit.ViTConfig(patch=16, dim=1024, depth=24, heads=16, pos_grid=28)
 
-TINY_DINO = vit.ViTConfig(patch=8, dim=32, depth=3, heads=4, pos_grid=8)
+TINY_DINO = vit.ViTConfig(patch=8, dim=32, depth=3, heads=4, pos_grid=8, keeps_aspect=True)
 TINY_MAE = vit.ViTConfig(patch=16, dim=32, depth=3, heads=4, pos_grid=8)
 
 

@@ -150,7 +150,8 @@ class ViTKeys:
         """METHOD.md §4.1: DINO keeps a window whose sides are ≤ 448 as it is; a larger one is resized,
         aspect kept, to short side 448 with the long side ≤ 800, and cut to whole patches (⌊H/8⌋ × ⌊W/8⌋
         cells). MAE squashes every window to 448²."""
-        if self.name != "dino":
+        # The network's config says which rule is its own (set where builtin.py builds DINO and MAE).
+        if not self.model.cfg.keeps_aspect:
             return squash(window, 448)
         h, w = window.shape[-2:]
         if max(h, w) > 448:
@@ -203,19 +204,27 @@ class ClipKeys:
         return self.clip.keys(x, self.block, output=self.readout == "token").float()
 
 
-def window_input(extractor: Any, window: torch.Tensor) -> torch.Tensor:
-    """What ``extractor`` sees of a test window [3, h, w]; extractors without a rule see it as it is."""
-    rule = getattr(extractor, "window_input", None)
-    return rule(window) if rule is not None else window
-
-
 #: The method's extractors; a preset may offer others in slots named ``extractor.<name>``.
 BUILTIN_EXTRACTORS = ("sd", "dino", "clip", "mae")
 
 
-def slot_of(name: str, mae_variant: str = "b16") -> str:
-    """The preset slot extractor ``name`` loads from (``mae`` with ``l16``: the ViT-L/16 slot)."""
-    return "extractor.mae-l16" if name == "mae" and mae_variant == "l16" else f"extractor.{name}"
+#: Extractors offered by more than one network: name → {variant: slot}, the default variant first
+#: (``--mae-variant``; docs/method.md §4.1). Any other extractor ``X`` loads from ``extractor.X``.
+VARIANT_SLOTS: dict[str, dict[str, str]] = {"mae": {"b16": "extractor.mae", "l16": "extractor.mae-l16"}}
+
+
+def slot_of(name: str, variant: str | None = None) -> str:
+    """The preset slot extractor ``name`` loads from in ``variant`` (None, or a variant ``name`` does
+    not come in: its default)."""
+    variants = VARIANT_SLOTS.get(name)
+    if not variants:
+        return f"extractor.{name}"
+    return variants.get(variant or "", next(iter(variants.values())))
+
+
+def is_variant_slot(slot: str) -> bool:
+    """True for the slot of a non-default variant (``extractor.mae-l16``): not an extractor of its own."""
+    return any(slot in list(v.values())[1:] for v in VARIANT_SLOTS.values())
 
 
 def as_extractor(name: str, obj: Any, *, sd_layers: str = "default", sd_timestep: int = 200,

@@ -96,6 +96,11 @@ class FeatureExtractor(Protocol):
         """Every setting that shapes the features (written into prototype metadata, checked on use)."""
         ...
 
+    def window_input(self, window: torch.Tensor) -> torch.Tensor:
+        """What the extractor sees of a test window [3, h, w] in [0, 1] (docs/method.md §4.1): the
+        window resized by the network's own rule, [3, h', w']; return it unchanged to see it as it is."""
+        ...
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, 3, H, W] in [0, 1] → float32 features [B, D, h, w]."""
         ...

@@ -37,6 +37,9 @@ class ViTConfig:
     pos_grid: int
     mlp_ratio: float = 4.0
     eps: float = 1e-6
+    #: How a test window reaches the network (docs/method.md §4.1): True keeps its aspect ratio
+    #: (DINO, trained on varied sizes); False squashes it to 448² (MAE, trained at 448²).
+    keeps_aspect: bool = False
 
 
 def block_keys(block: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -120,7 +120,7 @@ def by_renoising(s: SupportSet, attender: ImageAttender, models_meta: dict[str, 
     return s.attribution_path
 
 
-def attribute(folders: Sequence[Path], phrase: str | None = None, settings: AttributeSettings = AttributeSettings(),
+def attribute(folders: Sequence[Path], *, phrase: str | None = None, settings: AttributeSettings = AttributeSettings(),
               overwrite: bool = False, renoise: bool = False, preset: str = "paper",
               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, template: str = TEMPLATE,
               batch_size: int = 8) -> list[Path]:

@@ -77,7 +77,7 @@ def decide(image: torch.Tensor, prompts: Sequence[str], texts: TextCache, max_ke
     return cf.Decision([float(x) for x in p], kept, [kept[i] for i in sets[best]], float(scores[best]))
 
 
-def classify(images: Sequence[Path], vocab: Vocabulary, preset: str = "paper", device: torch.device | str = "cpu",
+def classify(images: Sequence[Path], vocab: Vocabulary, *, preset: str = "paper", device: torch.device | str = "cpu",
              dtype: torch.dtype = torch.float32, batch_size: int = 32, max_keep: int = cf.MAX_KEEP,
              existing: Path | None = None, overwrite: bool = False) -> list[Candidates]:
     """One :class:`Candidates` per image, in order. Records already in ``existing`` (a candidates
@@ -118,13 +118,14 @@ def classify(images: Sequence[Path], vocab: Vocabulary, preset: str = "paper", d
     return [out[i] for i in range(len(images))]
 
 
-def classify_into(path: Path, images: Sequence[Path], vocab: Vocabulary, preset: str = "paper",
+def classify_into(images: Sequence[Path], vocab: Vocabulary, *, path: Path, preset: str = "paper",
                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, batch_size: int = 32,
                   max_keep: int = cf.MAX_KEEP, overwrite: bool = False) -> Path:
     """Classify ``images`` into the candidates file ``path``, keeping its records of other images
     (all of them dropped with ``overwrite``). The file is locked from reading to writing."""
     with locked(path):
-        records = classify(images, vocab, preset, device, dtype, batch_size, max_keep, path, overwrite)
+        records = classify(images, vocab, preset=preset, device=device, dtype=dtype, batch_size=batch_size,
+                           max_keep=max_keep, existing=path, overwrite=overwrite)
         return write_candidates(path, with_earlier(None if overwrite else path, records))
 
 

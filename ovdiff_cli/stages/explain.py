@@ -163,7 +163,7 @@ def regions(source: PrototypeSource, owner: str, side: str, kind: str, index: in
     return [(int(images[k]), cell_blocks(cells[cells[:, 0] == images[k]][:, 1:], grid, size)) for k in order], str(s.path)
 
 
-def explain(segmentation: Path, bank_paths: Sequence[Path], support: Sequence[Path] = (),
+def explain(segmentation: Path, bank_paths: Sequence[Path], *, support: Sequence[Path] = (),
             prototypes_dir: Path | None = None, at: tuple[int, int] | None = None, class_name: str | None = None,
             top: int = 3) -> list[Record]:
     """Records of the prototypes behind the queried pixels, per extractor (see the module doc)."""

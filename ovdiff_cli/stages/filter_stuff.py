@@ -122,7 +122,7 @@ def bank_identity(vocab: Vocabulary, classes: dict[str, tuple[Path, Prototypes]]
     return digests, {"vocabulary": vocab.to_meta(), "stuff": stuff, "settings": settings.to_meta()}
 
 
-def filter_stuff(files: Sequence[Path], vocab: Vocabulary, out: Path, settings: BankSettings = BankSettings(),
+def filter_stuff(files: Sequence[Path], vocab: Vocabulary, *, out: Path, settings: BankSettings = BankSettings(),
                  stuff: Sequence[str] = (), overwrite: bool = False) -> list[tuple[Path, dict[str, Any]]]:
     """Write ``out/bank.<extractor>.safetensors`` per extractor; return (path, summary) pairs."""
     vocab = with_stuff(vocab, stuff) if stuff else vocab

@@ -180,7 +180,7 @@ class FolderMasker:
             s.write_overlay(i, picture.numpy(), provenance.identity(inputs, {}))
 
 
-def mask(folders: Sequence[Path], proposer: str = "auto", preset: str = "paper", device: torch.device | str = "cpu",
+def mask(folders: Sequence[Path], *, proposer: str = "auto", preset: str = "paper", device: torch.device | str = "cpu",
          dtype: torch.dtype = torch.float32, settings: MaskSettings = MaskSettings(), batch_size: int = 8,
          overwrite: bool = False, overlay: bool = False, save_proposals: bool = False) -> list[Path]:
     """Write ``masks/`` (and optionally ``overlays/``, ``proposals.safetensors``) in each folder."""

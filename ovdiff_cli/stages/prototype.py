@@ -19,7 +19,7 @@ import torch
 
 from ovdiff_cli import log
 from ovdiff_cli.core.prototypes import Pool, Prototypes, build_side, grid_masks
-from ovdiff_cli.core.settings import PrototypeSettings
+from ovdiff_cli.core.settings import DEFAULT_EXTRACTORS, PrototypeSettings
 from ovdiff_cli.errors import BadFile, BadInput, ModelUnavailable
 from ovdiff_cli.formats.atomic import file_sha256
 from ovdiff_cli.formats import provenance
@@ -28,7 +28,8 @@ from ovdiff_cli.formats.prototypes import PROTOTYPES, prototype_path, write_prot
 from ovdiff_cli.formats.supportset import BACKGROUND, FOREGROUND, SupportSet
 from ovdiff_cli.formats.vocabulary import slugify
 from ovdiff_cli.models import registry
-from ovdiff_cli.models.extractors import as_extractor, slot_of
+from ovdiff_cli.models.extractor_build import FeatureOptions, build_extractor
+from ovdiff_cli.models.extractors import is_variant_slot
 from ovdiff_cli.models.interfaces import FeatureExtractor
 from ovdiff_cli.stages.support import check_writable, load_images, seed_everything
 
@@ -163,18 +164,19 @@ class ClassPrototyper:
         return pools, grid
 
 
-def prototype(folders: Sequence[Path], extractors: Sequence[str] = ("sd", "dino", "clip"), out: Path = Path("prototypes"),
-              preset: str = "paper", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-              vit_dtype: torch.dtype | None = None, settings: PrototypeSettings = PrototypeSettings(),
-              batch_size: int = 8, overwrite: bool = False, sd_layers: str = "default", sd_timestep: int = 200,
-              clip_norm: str = "imagenet", mae_variant: str = "b16", clip_readout: str = "keys") -> list[Path]:
+def prototype(folders: Sequence[Path], *, extractors: Sequence[str] = DEFAULT_EXTRACTORS,
+              out: Path = Path("prototypes"), preset: str = "paper", device: torch.device | str = "cpu",
+              dtype: torch.dtype = torch.float32, vit_dtype: torch.dtype | None = None,
+              settings: PrototypeSettings = PrototypeSettings(), batch_size: int = 8, overwrite: bool = False,
+              features: FeatureOptions = FeatureOptions()) -> list[Path]:
     """Write ``out/<slug>.<extractor>.safetensors`` for every support set and extractor; return the files.
 
-    ``dtype`` is SD's precision, ``vit_dtype`` (default: the same) the ViTs'.
+    ``dtype`` is SD's precision, ``vit_dtype`` (default: the same) the ViTs'; ``features``: how the
+    extractors read (SD layers and timestep, CLIP normalisation and read-out, the MAE variant).
     """
     p = registry.get_preset(preset)
-    offered = sorted(k.split(".", 1)[1] for k in p.slots if k.startswith("extractor.") and k != "extractor.mae-l16")
-    unknown = [e for e in extractors if slot_of(e, mae_variant) not in p.slots]
+    offered = sorted(k.split(".", 1)[1] for k in p.slots if k.startswith("extractor.") and not is_variant_slot(k))
+    unknown = [e for e in extractors if features.slot(e) not in p.slots]
     if unknown:
         raise BadInput(f"preset {p.name!r} has no extractor {unknown[0]!r}", f"choose from {', '.join(offered)}")
     sets = [SupportSet.open(f) for f in folders]
@@ -182,18 +184,18 @@ def prototype(folders: Sequence[Path], extractors: Sequence[str] = ("sd", "dino"
     check_writable(out)
     written = []
     for name in dict.fromkeys(extractors):
-        slot = slot_of(name, mae_variant)
-        net_dtype = dtype if name == "sd" else (vit_dtype or dtype)
-        extractor = as_extractor(name, registry.load(p, slot, device, net_dtype), sd_layers=sd_layers,
-                                 sd_timestep=sd_timestep, clip_norm=clip_norm, clip_readout=clip_readout)
-        if not isinstance(extractor, FeatureExtractor):
-            raise ModelUnavailable(slot, "the registry", "its object is not a FeatureExtractor")
-        try:  # the name becomes part of file names, here and in filter-stuff's banks
-            provenance.safe_name(extractor.name, slot, "extractor")
-        except BadFile:
-            raise BadInput(f"the {slot} extractor calls itself {str(extractor.name)[:40]!r}, which cannot be "
-                           "part of a file name",
-                           "name it with up to 64 letters, digits, _, + and - in its plugin") from None
+        extractor = build_extractor(p, name, options=features, device=device, dtype=dtype, vit_dtype=vit_dtype)
+        _check_file_name(extractor, features.slot(name))
         worker = ClassPrototyper(extractor, p.describe(), settings, batch_size, overwrite)
         written += [worker.run(s, i, out) for s, i in zip(sets, inputs)]
     return written
+
+
+def _check_file_name(extractor: FeatureExtractor, slot: str) -> None:
+    """The extractor's name becomes part of file names, here and in filter-stuff's banks."""
+    try:
+        provenance.safe_name(extractor.name, slot, "extractor")
+    except BadFile:
+        raise BadInput(f"the {slot} extractor calls itself {str(extractor.name)[:40]!r}, which cannot be "
+                       "part of a file name",
+                       "name it with up to 64 letters, digits, _, + and - in its plugin") from None

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from ovdiff_cli import log
-from ovdiff_cli.core.settings import BankSettings, MaskSettings, PrototypeSettings, SampleSettings, SegmentSettings
+from ovdiff_cli.core.settings import (DEFAULT_EXTRACTORS, BankSettings, MaskSettings, PrototypeSettings,
+                                      SampleSettings, SegmentSettings)
 from ovdiff_cli.formats import provenance
 from ovdiff_cli.formats.images import open_image
 from ovdiff_cli.formats.vocabulary import Vocabulary, slugify
@@ -31,7 +32,7 @@ from ovdiff_cli.stages.filter_stuff import filter_stuff
 from ovdiff_cli.stages.mask import mask
 from ovdiff_cli.stages.prototype import prototype
 from ovdiff_cli.stages.sample import sample
-from ovdiff_cli.stages.segment import plan_outputs, segment
+from ovdiff_cli.stages.segment import SideOutputs, plan_outputs, segment
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class RunSettings:
     sample: SampleSettings = SampleSettings()
     mask: MaskSettings = MaskSettings()
     proposer: str = "auto"
-    extractors: tuple[str, ...] = ("sd", "dino", "clip")
+    extractors: tuple[str, ...] = DEFAULT_EXTRACTORS
     prototype: PrototypeSettings = PrototypeSettings()
     bank: BankSettings = BankSettings()
     segment: SegmentSettings = SegmentSettings()
@@ -55,7 +56,7 @@ def vocabulary_folder(work: Path, vocab: Vocabulary) -> Path:
     return work / "vocabularies" / f"{slugify(vocab.name) or 'vocabulary'}-{vocab.digest()[:8]}"
 
 
-def run(vocab: Vocabulary, images: Sequence[Path], work: Path, preset: str = "paper",
+def run(vocab: Vocabulary, images: Sequence[Path], *, work: Path, preset: str = "paper",
         device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, vit_dtype: torch.dtype | None = None,
         settings: RunSettings = RunSettings()) -> list[Path]:
     """Every stage in order; returns the label maps."""
@@ -67,17 +68,18 @@ def run(vocab: Vocabulary, images: Sequence[Path], work: Path, preset: str = "pa
                  ["overlay"] if settings.overlay else [])
     with provenance.within_run():
         log.logger.info("sample → attribute → mask → prototype for %d classes in %s", len(vocab), work)
-        folders = sample(vocab.classes, work / "support", preset, device, dtype, settings.sample)
+        models = {"preset": preset, "device": device, "dtype": dtype}
+        folders = sample(vocab.classes, out=work / "support", settings=settings.sample, **models)
         attribute(folders, overwrite=False, batch_size=settings.batch_size)
-        mask(folders, settings.proposer, preset, device, dtype, settings.mask, settings.batch_size)
-        protos = prototype(folders, settings.extractors, work / "prototypes", preset, device, dtype, vit_dtype,
-                           settings.prototype, settings.batch_size)
+        mask(folders, proposer=settings.proposer, settings=settings.mask, batch_size=settings.batch_size, **models)
+        protos = prototype(folders, extractors=settings.extractors, out=work / "prototypes", vit_dtype=vit_dtype,
+                           settings=settings.prototype, batch_size=settings.batch_size, **models)
         here = vocabulary_folder(work, vocab)
         # only this run's extractors: banks an earlier run with other -x left in the folder are not used
-        banks = [path for path, _ in filter_stuff(protos, vocab, here / "banks", settings.bank)]
+        banks = [path for path, _ in filter_stuff(protos, vocab, out=here / "banks", settings=settings.bank)]
         candidates = None
         if settings.prefilter:
-            candidates = classify_into(here / "candidates.jsonl", images, vocab, preset, device, dtype)
-        return segment(images, banks, here / "segmentation", preset, device, dtype, vit_dtype,
-                       settings.segment, candidates, settings.prefilter, settings.batch_size,
-                       overlay=settings.overlay)
+            candidates = classify_into(images, vocab, path=here / "candidates.jsonl", **models)
+        return segment(images, banks, out=here / "segmentation", vit_dtype=vit_dtype, settings=settings.segment,
+                       candidates=candidates, prefilter=settings.prefilter, batch_size=settings.batch_size,
+                       sides=SideOutputs(overlay=settings.overlay), **models)

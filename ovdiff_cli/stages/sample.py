@@ -254,7 +254,7 @@ def prepare(s: SupportSet, settings: dict[str, Any], overwrite: bool, complete: 
     return complete()
 
 
-def sample(classes: Sequence[VocabClass], out: Path, preset: str, device: torch.device, dtype: torch.dtype,
+def sample(classes: Sequence[VocabClass], *, out: Path, preset: str, device: torch.device, dtype: torch.dtype,
            settings: SampleSettings, shard: Shard = Shard(), overwrite: bool = False, safety_checker: bool = False,
            free_prompt: str | None = None) -> list[Path]:
     """Sample a support set for each class of this shard into ``out/<slug>``; return the folders.
@@ -284,11 +284,11 @@ def sample(classes: Sequence[VocabClass], out: Path, preset: str, device: torch.
         for vclass, plan in zip(mine, plans):
             if settings.reseed_per_class:
                 noise_gen = seed_everything(settings.seed)
-            folders.append(sampler.sample(vclass, plan, out / vclass.slug, noise_gen, overwrite))
+            folders.append(sampler.sample(vclass, plan, out / vclass.slug, noise_gen=noise_gen, overwrite=overwrite))
     return folders
 
 
-def from_images(vclass: VocabClass, photos: Sequence[Path], out: Path, preset: str, device: torch.device,
+def from_images(vclass: VocabClass, photos: Sequence[Path], *, out: Path, preset: str, device: torch.device,
                 dtype: torch.dtype, overwrite: bool = False) -> Path:
     """Build ``out/<slug>`` from a user's images instead of drawing it; return the folder.
 

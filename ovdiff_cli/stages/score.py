@@ -161,7 +161,7 @@ def _listed(names: Sequence[str], most: int = 6) -> str:
     return f"[{shown}{', …' if len(names) > most else ''}]"
 
 
-def score(pred: Path, gt: Path, vocab: Vocabulary | None = None, dataset: str | None = None,
+def score(pred: Path, gt: Path, *, vocab: Vocabulary | None = None, dataset: str | None = None,
           background: bool = True, strict: bool = False, shard: Shard = Shard()) -> Report:
     """Score every ground truth of ``gt`` (a folder, a list file, or a dataset root with ``dataset``)."""
     preds = _files(pred, "predicted", predictions=True)
@@ -197,6 +197,21 @@ def score(pred: Path, gt: Path, vocab: Vocabulary | None = None, dataset: str | 
                 raise BadInput(message, "drop --strict to score the pairs that match")
             log.logger.warning("warning: %s; they are left out", message)
     pairs = shard.select([(s, preds[s], truths[s]) for s in matched])
+    counts, no_class = _count(pairs, k, background=background)
+    if no_class:
+        warnings["background_predictions"] = no_class
+        message = f"{no_class} pixels are predicted background under the no-background protocol"
+        if strict:
+            raise BadInput(message, "segment with --no-background")
+        log.logger.warning("warning: %s; they count as wrong", message)
+    if not pairs:
+        log.logger.warning("warning: shard %s holds none of the %d matched pairs", shard, len(matched))
+    return Report(names, counts, protocol, len(pairs), warnings)
+
+
+def _count(pairs: Sequence[tuple[str, Path, Path]], k: int, *, background: bool) -> tuple[core.Counts, int]:
+    """The confusion counts of (stem, prediction, ground truth) pairs over ``k`` classes, and how many
+    pixels were predicted background under the no-background protocol."""
     counts = core.Counts.zeros(k)
     no_class = 0
     for stem, p, g in log.progress(pairs, desc="score", unit="img"):
@@ -212,15 +227,7 @@ def score(pred: Path, gt: Path, vocab: Vocabulary | None = None, dataset: str | 
         except ValueError as e:
             culprit = g if "ground-truth" in str(e) else p
             raise BadFile(culprit, f"{e} ({stem})", fix="check --vocab and the protocol") from None
-    if no_class:
-        warnings["background_predictions"] = no_class
-        message = f"{no_class} pixels are predicted background under the no-background protocol"
-        if strict:
-            raise BadInput(message, "segment with --no-background")
-        log.logger.warning("warning: %s; they count as wrong", message)
-    if not pairs:
-        log.logger.warning("warning: shard %s holds none of the %d matched pairs", shard, len(matched))
-    return Report(names, counts, protocol, len(pairs), warnings)
+    return counts, no_class
 
 
 def merge(files: Sequence[Path]) -> Report:

@@ -43,7 +43,7 @@ from ovdiff_cli import log
 from ovdiff_cli.core import segment as core
 from ovdiff_cli.core.settings import SegmentSettings
 from ovdiff_cli.core.windows import Window, resized_size, windows
-from ovdiff_cli.errors import BadFile, BadInput, ModelUnavailable
+from ovdiff_cli.errors import BadFile, BadInput
 from ovdiff_cli.formats import provenance
 from ovdiff_cli.formats.atomic import file_sha256
 from ovdiff_cli.formats.candidates import read_candidates
@@ -54,7 +54,7 @@ from ovdiff_cli.formats.prototypes import Bank, read_bank
 from ovdiff_cli.formats.segmentation import SCORES, Explanation, explain_schema, write_explanation, write_scores
 from ovdiff_cli.formats.vocabulary import Vocabulary
 from ovdiff_cli.models import registry
-from ovdiff_cli.models.extractors import as_extractor, slot_of, window_input
+from ovdiff_cli.models.extractor_build import FeatureOptions, build_extractor
 from ovdiff_cli.models.interfaces import FeatureExtractor
 from ovdiff_cli.options import Shard
 from ovdiff_cli.stages.support import check_writable
@@ -149,7 +149,7 @@ class Segmenter:
             for job in jobs:
                 for win in job.wins:
                     y0, y1, x0, x1 = win
-                    x = window_input(ex, job.image[:, y0:y1, x0:x1])
+                    x = ex.window_input(job.image[:, y0:y1, x0:x1])
                     groups.setdefault(tuple(x.shape), []).append((job, win, x))
             for items in groups.values():
                 for k in range(0, len(items), self.batch_size):
@@ -274,18 +274,17 @@ def refuse_inputs_as_outputs(plans: Sequence[Outputs], inputs: dict[Path, str]) 
                               fix="choose an -o folder that holds no input")
 
 
-def extractor_slots(banks: dict[str, tuple[Path, Bank]], preset: registry.Preset) -> dict[str, str]:
-    """The preset's slot for each bank's extractor (an error names a bank the preset cannot serve)."""
-    slots = {}
+def extractor_options(banks: dict[str, tuple[Path, Bank]], preset: registry.Preset) -> dict[str, FeatureOptions]:
+    """How to rebuild each bank's extractor, from the features it stored (an error names a bank
+    whose extractor the preset lacks)."""
+    options = {}
     for name in sorted(banks):
-        features = banks[name][1].meta.get("features") or {}
-        variant = "l16" if str(features.get("model", "")).startswith("mae-vitl16") else "b16"
-        slot = slot_of(name, variant)
-        if slot not in preset.slots:
+        opts = FeatureOptions.stored(name, banks[name][1].meta.get("features") or {})
+        if opts.slot(name) not in preset.slots:
             raise BadFile(banks[name][0], f"is a bank of the extractor {name!r}, which preset {preset.name!r} lacks",
                           fix="segment with the --models preset the prototypes came from")
-        slots[name] = slot
-    return slots
+        options[name] = opts
+    return options
 
 
 @dataclass(frozen=True)
@@ -296,7 +295,7 @@ class Prefilter:
     scorer: list[str | None]             # per image, the CLIP model that chose them (None: none, or unknown)
 
 
-def candidate_actives(images: Sequence[Path], digests: Sequence[str], vocab: Vocabulary, candidates: Path | None,
+def candidate_actives(images: Sequence[Path], digests: Sequence[str], vocab: Vocabulary, *, candidates: Path | None,
                       prefilter: bool, preset: registry.Preset) -> Prefilter:
     """The active classes of each image from the candidates file, checked against the images."""
     if not prefilter:
@@ -327,7 +326,7 @@ def candidate_actives(images: Sequence[Path], digests: Sequence[str], vocab: Voc
     return Prefilter([list(r.active) for r in records], scorers)
 
 
-def active_masks(images: Sequence[Path], vocab: Vocabulary, pre: Prefilter, prefilter: bool,
+def active_masks(images: Sequence[Path], vocab: Vocabulary, pre: Prefilter, *, prefilter: bool,
                  classify_kwargs: dict[str, Any]) -> list[torch.Tensor]:
     """bool [C+1] per image: the classes segment may use (index 0, background, always set)."""
     n = len(vocab) + 1
@@ -349,83 +348,131 @@ def active_masks(images: Sequence[Path], vocab: Vocabulary, pre: Prefilter, pref
     return out
 
 
-def segment(images: Sequence[Path], bank_paths: Sequence[Path], out: Path, preset: str = "paper",
+@dataclass(frozen=True)
+class SideOutputs:
+    """The side files written beside each label map on request (--overlay, --save-scores, --explain)."""
+
+    overlay: bool = False
+    scores: bool = False
+    explain: bool = False
+
+    def wanted(self) -> list[str]:
+        """The kinds of :data:`SIDE_FILES` asked for."""
+        return [k for k, on in (("overlay", self.overlay), ("scores", self.scores), ("explain", self.explain)) if on]
+
+
+def segment(images: Sequence[Path], bank_paths: Sequence[Path], *, out: Path, preset: str = "paper",
             device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
             vit_dtype: torch.dtype | None = None, settings: SegmentSettings = SegmentSettings(),
             candidates: Path | None = None, prefilter: bool = True, batch_size: int = 8, images_per_batch: int = 2,
-            shard: Shard = Shard(), overwrite: bool = False, overlay: bool = False, save_scores: bool = False,
-            explain: bool = False, expected_classes: Sequence[str] | None = None) -> list[Path]:
+            shard: Shard = Shard(), overwrite: bool = False, sides: SideOutputs = SideOutputs(),
+            expected_classes: Sequence[str] | None = None) -> list[Path]:
     """Write ``out/<stem>.png`` (and the asked-for side files) for every image of this shard;
     return the label maps of this shard's images, in order.
 
     ``expected_classes``: the class names a dataset scores; banks of another vocabulary are an error.
     """
     device = torch.device(device)
-    images = [Path(p) for p in images]
-    for p in images:
-        if not p.is_file():
-            raise BadFile(p, "does not exist" if not p.exists() else "is not a file", fix="give image files")
-    wanted = [k for k, on in (("overlay", overlay), ("scores", save_scores), ("explain", explain)) if on]
-    plans = plan_outputs(images, out, wanted)  # all images: shards of one run must not clash either
-    banks = load_banks(bank_paths)
-    vocab = next(iter(banks.values()))[1].vocabulary
-    if expected_classes is not None and list(expected_classes) != vocab.names:
-        f = next(iter(banks.values()))[0]
-        raise BadFile(f, f"holds the classes of {vocab.name}, not the dataset's ({len(expected_classes)} classes)",
-                      fix="build the banks with the dataset's --vocab")
+    images = check_images(images)
+    plans = plan_outputs(images, out, sides.wanted())  # all images: shards of one run must not clash either
+    banks = load_vocabulary_banks(bank_paths, expected_classes)
     refuse_inputs_as_outputs(plans, {**{p: "an image" for p in images}, **{f: "a bank" for f, _ in banks.values()},
                                      **({candidates: "the candidates file"} if candidates is not None else {})})
     mine = shard.select(plans)
     check_writable(out)
     p = registry.get_preset(preset)
-    slots = extractor_slots(banks, p)
-    digests = [file_sha256(plan.image) for plan in mine]
-    pre = candidate_actives([plan.image for plan in mine], digests, vocab, candidates, prefilter, p)
-    common = {"vocabulary": vocab.to_meta(), "settings": settings.to_meta(), "prefilter": prefilter}
-    identities = _identities(digests, {ex: file_sha256(f) for ex, (f, _) in sorted(banks.items())}, pre, common,
-                             {ex: p.slots[slot].key for ex, slot in slots.items()})
+    options = extractor_options(banks, p)
     # Every output of this shard is checked before any model loads, so that a refusal writes nothing.
-    todo = [k for k, plan in enumerate(mine) if not _reusable(plan, *identities[k], overwrite)]
-    if len(todo) < len(mine):
-        log.logger.info("%d of %d label maps exist, made from the same images and settings: reused",
-                        len(mine) - len(todo), len(mine))
-    if todo:
-        pre_todo = Prefilter([pre.active[k] for k in todo] if pre.active is not None else None,
-                             [pre.scorer[k] for k in todo])
-        actives = dict(zip(todo, active_masks([mine[k].image for k in todo], vocab, pre_todo, prefilter,
-                                              {"preset": preset, "device": device, "dtype": dtype})))
-        seg = Segmenter(banks, _load_extractors(banks, slots, p, preset, device, dtype, vit_dtype), settings, device,
-                        batch_size, explain)
-        groups = [todo[k : k + images_per_batch] for k in range(0, len(todo), images_per_batch)]
-        for group in log.progress(groups, desc="segment", unit="batch"):
-            _segment_group(seg, [mine[k] for k in group], [identities[k] for k in group],
-                           [actives[k] for k in group], vocab, overwrite)
+    work = skip_finished(mine, banks, p, options, candidates=candidates, prefilter=prefilter, settings=settings,
+                         overwrite=overwrite)
+    if work.todo:
+        models = {"preset": preset, "device": device, "dtype": dtype}
+        actives = work.actives(prefilter=prefilter, classify_kwargs=models)
+        extractors = load_extractors(banks, options, p, device=device, dtype=dtype, vit_dtype=vit_dtype)
+        seg = Segmenter(banks, extractors, settings, device=device, batch_size=batch_size, explain=sides.explain)
+        run_batches(seg, work, actives, images_per_batch=images_per_batch, overwrite=overwrite)
     return [plan.label_map for plan in mine]
 
 
-def _load_extractors(banks: dict[str, tuple[Path, Bank]], slots: dict[str, str], p: registry.Preset, preset: str,
-                     device: torch.device, dtype: torch.dtype,
-                     vit_dtype: torch.dtype | None) -> dict[str, FeatureExtractor]:
-    extractors = {}
-    for name, slot in slots.items():
-        features = banks[name][1].meta.get("features") or {}
-        net_dtype = dtype if name == "sd" else (vit_dtype or dtype)
-        ex = as_extractor(name, registry.load(p, slot, device, net_dtype),
-                          sd_layers=features.get("layers", "default"), sd_timestep=features.get("timestep", 200),
-                          clip_norm=features.get("norm", "imagenet"),
-                          clip_readout=features.get("readout", "keys"))
-        if not isinstance(ex, FeatureExtractor):
-            raise ModelUnavailable(slot, "the registry", "its object is not a FeatureExtractor")
-        if features and ex.settings() != features:
-            raise BadFile(banks[name][0], "was made with other feature settings or models than this preset gives "
-                                          f"({preset})",
-                          fix="segment with the --models preset the prototypes came from")
-        extractors[name] = ex
-    return extractors
+def check_images(images: Sequence[Path]) -> list[Path]:
+    """The image paths, each an existing file (else one line naming the first that is not)."""
+    paths = [Path(p) for p in images]
+    for p in paths:
+        if not p.is_file():
+            raise BadFile(p, "does not exist" if not p.exists() else "is not a file", fix="give image files")
+    return paths
+
+
+def load_vocabulary_banks(bank_paths: Sequence[Path],
+                          expected_classes: Sequence[str] | None) -> dict[str, tuple[Path, Bank]]:
+    """:func:`load_banks`, refusing banks whose classes are not ``expected_classes`` (a dataset's)."""
+    banks = load_banks(bank_paths)
+    f, first = next(iter(banks.values()))
+    vocab = first.vocabulary
+    if expected_classes is not None and list(expected_classes) != vocab.names:
+        raise BadFile(f, f"holds the classes of {vocab.name}, not the dataset's ({len(expected_classes)} classes)",
+                      fix="build the banks with the dataset's --vocab")
+    return banks
+
+
+def load_extractors(banks: dict[str, tuple[Path, Bank]], options: dict[str, FeatureOptions], p: registry.Preset, *,
+                    device: torch.device, dtype: torch.dtype,
+                    vit_dtype: torch.dtype | None) -> dict[str, FeatureExtractor]:
+    """Each bank's extractor, built as its stored features say (and checked to give them)."""
+    return {name: build_extractor(p, name, options=opts, device=device, dtype=dtype, vit_dtype=vit_dtype,
+                                  source=banks[name][0])
+            for name, opts in options.items()}
 
 
 #: (inputs, settings) of one image's outputs, as :func:`provenance.decide` compares them.
 Identity = tuple[dict[str, Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Work:
+    """This shard's outputs, what each is made from, and the indices of those to (re)make."""
+
+    vocab: Vocabulary
+    plans: list[Outputs]
+    identities: list[Identity]
+    prefilter: Prefilter
+    todo: list[int]
+
+    def actives(self, *, prefilter: bool, classify_kwargs: dict[str, Any]) -> dict[int, torch.Tensor]:
+        """bool [C+1] per image to make, by index: from the candidates, or classified now."""
+        pre = self.prefilter
+        pre_todo = Prefilter([pre.active[k] for k in self.todo] if pre.active is not None else None,
+                             [pre.scorer[k] for k in self.todo])
+        masks = active_masks([self.plans[k].image for k in self.todo], self.vocab, pre_todo, prefilter=prefilter,
+                             classify_kwargs=classify_kwargs)
+        return dict(zip(self.todo, masks))
+
+
+def skip_finished(mine: list[Outputs], banks: dict[str, tuple[Path, Bank]], p: registry.Preset,
+                  options: dict[str, FeatureOptions], *, candidates: Path | None, prefilter: bool,
+                  settings: SegmentSettings, overwrite: bool) -> Work:
+    """The identity of every output of this shard, and which of them cannot be reused."""
+    vocab = next(iter(banks.values()))[1].vocabulary
+    digests = [file_sha256(plan.image) for plan in mine]
+    pre = candidate_actives([plan.image for plan in mine], digests, vocab, candidates=candidates, prefilter=prefilter,
+                            preset=p)
+    common = {"vocabulary": vocab.to_meta(), "settings": settings.to_meta(), "prefilter": prefilter}
+    identities = _identities(digests, {ex: file_sha256(f) for ex, (f, _) in sorted(banks.items())}, pre, common,
+                             {ex: p.slots[opts.slot(ex)].key for ex, opts in options.items()})
+    todo = [k for k, plan in enumerate(mine) if not _reusable(plan, *identities[k], overwrite)]
+    if len(todo) < len(mine):
+        log.logger.info("%d of %d label maps exist, made from the same images and settings: reused",
+                        len(mine) - len(todo), len(mine))
+    return Work(vocab, mine, identities, pre, todo)
+
+
+def run_batches(seg: Segmenter, work: Work, actives: dict[int, torch.Tensor], *, images_per_batch: int,
+                overwrite: bool) -> None:
+    """Segment the images to make, ``images_per_batch`` at a time."""
+    groups = [work.todo[k : k + images_per_batch] for k in range(0, len(work.todo), images_per_batch)]
+    for group in log.progress(groups, desc="segment", unit="batch"):
+        _segment_group(seg, [work.plans[k] for k in group], [work.identities[k] for k in group],
+                       [actives[k] for k in group], work.vocab, overwrite=overwrite)
 
 
 def _identities(digests: Sequence[str], bank_digests: dict[str, str], pre: Prefilter, common: dict[str, Any],
@@ -452,7 +499,7 @@ def _reusable(plan: Outputs, inputs: dict[str, Any], settings: dict[str, Any], o
 
 
 def _segment_group(seg: Segmenter, plans: list[Outputs], identities: list[Identity], actives: list[torch.Tensor],
-                   vocab: Vocabulary, overwrite: bool) -> None:
+                   vocab: Vocabulary, *, overwrite: bool) -> None:
     """Segment and write a group of images, holding their locks (taken in sorted order, so two
     processes locking overlapping groups cannot deadlock) and re-checking provenance under them:
     another process may have made these outputs while this one waited."""

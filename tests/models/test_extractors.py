@@ -9,8 +9,7 @@ import torch.nn.functional as F
 
 from ovdiff_cli.models import registry
 from ovdiff_cli.models.extractors import (IMAGENET_MEAN, IMAGENET_STD, SD15_QUERY_CHANNELS, SD_LAYERS, ClipKeys,
-                                          SDFeatures, ViTKeys, as_extractor, round_to_patch, sd_feature_dim,
-                                          window_input)
+                                          SDFeatures, ViTKeys, as_extractor, round_to_patch, sd_feature_dim)
 
 IMAGES = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
 
@@ -144,13 +143,13 @@ def test_each_extractor_sees_a_test_window_as_the_method_prescribes() -> None:
     mae = as_extractor("mae", registry.load("tiny", "extractor.mae"))
     dino = as_extractor("dino", registry.load("tiny", "extractor.dino"))
     wide, small, long = torch.rand(3, 448, 597), torch.rand(3, 336, 336), torch.rand(3, 448, 1000)
-    assert window_input(sd, wide).shape == (3, 128, 128)      # squashed to the model's size (512² for SD-1.5)
-    assert window_input(clip, wide).shape == (3, 448, 448)    # squashed to 448²
-    assert window_input(mae, small).shape == (3, 448, 448)
-    assert window_input(dino, small).shape == (3, 336, 336)   # as it is up to 448
-    assert window_input(dino, wide).shape == (3, 448, 592)    # short side 448 kept, cut to whole patches: 56 × 74
-    assert window_input(dino, long).shape == (3, 352, 800)    # long side capped at 800
-    assert torch.equal(window_input(dino, small), small)
+    assert sd.window_input(wide).shape == (3, 128, 128)      # squashed to the model's size (512² for SD-1.5)
+    assert clip.window_input(wide).shape == (3, 448, 448)    # squashed to 448²
+    assert mae.window_input(small).shape == (3, 448, 448)
+    assert dino.window_input(small).shape == (3, 336, 336)   # as it is up to 448
+    assert dino.window_input(wide).shape == (3, 448, 592)    # short side 448 kept, cut to whole patches: 56 × 74
+    assert dino.window_input(long).shape == (3, 352, 800)    # long side capped at 800
+    assert torch.equal(dino.window_input(small), small)
 
 
 def test_sd_features_noise_the_latent_at_t200_with_the_seed_43_draw() -> None:

@@ -29,6 +29,9 @@ class HandFeatures:
     def settings(self) -> dict:
         return {"extractor": "dino", "model": "hand"}
 
+    def window_input(self, window: torch.Tensor) -> torch.Tensor:
+        return window  # sees a test window as it is
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         out = []
         for im in images:

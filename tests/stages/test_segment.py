@@ -34,6 +34,9 @@ class ColourFeatures:
     def settings(self) -> dict:
         return {"extractor": "dino", "model": "colour"}
 
+    def window_input(self, window: torch.Tensor) -> torch.Tensor:
+        return window  # sees a test window as it is
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.avg_pool2d(images[:, :2].float(), 8)
 
@@ -46,6 +49,9 @@ class FlatFeatures:
 
     def settings(self) -> dict:
         return {"extractor": "flat"}
+
+    def window_input(self, window: torch.Tensor) -> torch.Tensor:
+        return window  # sees a test window as it is
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         f = torch.zeros(images.shape[0], 2, images.shape[-2] // 8, images.shape[-1] // 8)

@@ -261,6 +261,9 @@ class Colour:
     def settings(self):
         return {"extractor": "dino", "model": "colour"}
 
+    def window_input(self, window):
+        return window  # sees a test window as it is
+
     def features(self, images):
         Path(os.environ["MARK"]).touch()
         go = os.environ.get("GO")
