@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ovdiff_cli.core.settings import SampleSettings
+from ovdiff_cli.core.settings import DEFAULT_EXTRACTORS, SampleSettings
 from ovdiff_cli.formats import vocabulary
 from ovdiff_cli.formats.labelmap import read_label_map
 from ovdiff_cli.formats.supportset import SupportSet
@@ -36,7 +36,7 @@ def main() -> None:
     vocab = vocabulary.parse("cat,donut with chocolate glaze")
     settings = SampleSettings(num_images=2, steps=2) if tiny else SampleSettings()
 
-    folders = sample(vocab.classes, args.work / "support", args.preset, settings=settings,
+    folders = sample(vocab.classes, out=args.work / "support", preset=args.preset, settings=settings,
                      device="cpu" if tiny else "cuda", dtype=_dtype(tiny))
     attribute(folders)
     mask(folders, proposer="threshold" if tiny else "auto", preset=args.preset)
@@ -44,11 +44,11 @@ def main() -> None:
         s = SupportSet(f)
         shares = [float((s.read_mask(i)[0] == 1).mean()) for i in s.image_indices()]
         print(f"{f.name}: foreground {np.mean(shares):.0%} of the support images")
-    files = prototype(folders, ("sd", "dino", "clip"), args.work / "prototypes", args.preset,
+    files = prototype(folders, extractors=DEFAULT_EXTRACTORS, out=args.work / "prototypes", preset=args.preset,
                       device="cpu" if tiny else "cuda", dtype=_dtype(tiny))
-    filter_stuff(files, vocab, args.work / "banks")
-    (label_map,) = segment([HERE / "data" / "table.png"], [args.work / "banks"], args.work / "segmentation",
-                           args.preset, device="cpu" if tiny else "cuda", dtype=_dtype(tiny), prefilter=False)
+    filter_stuff(files, vocab, out=args.work / "banks")
+    (label_map,) = segment([HERE / "data" / "table.png"], [args.work / "banks"], out=args.work / "segmentation",
+                           preset=args.preset, device="cpu" if tiny else "cuda", dtype=_dtype(tiny), prefilter=False)
     labels = read_label_map(label_map)
     names = ["background", *vocab.names]
     print("pixels per label:", {names[v]: int(n) for v, n in zip(*np.unique(labels, return_counts=True))})

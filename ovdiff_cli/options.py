@@ -317,6 +317,15 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
         raise BadInput(f"--dtype {spec!r} is not auto, float32, float16 or bfloat16") from None
 
 
+def resolve_dtypes(spec: str, device: torch.device) -> tuple[torch.dtype, torch.dtype]:
+    """(SD's precision, the ViTs' precision) for ``--dtype``. The sources name half precision for SD
+    only, so with ``auto`` the ViTs (DINO, CLIP, MAE) stay in float32 (docs/method.md §4.1)."""
+    import torch
+
+    net = resolve_dtype(spec, device)
+    return net, (torch.float32 if spec == "auto" else net)
+
+
 def expand_stdin(args: Sequence[str], stdin: Iterable[str] | None = None) -> list[str]:
     """Command arguments with each ``-`` replaced by the lines of stdin.
 

@@ -40,17 +40,13 @@ def prototype(folders: tuple[str, ...], extractors: tuple[str, ...], output: str
     and masks (at any --batch-size) and remakes those whose images or masks changed; other
     settings or models are an error unless --overwrite.
     """
-    import torch
-
     from ovdiff_cli.core.settings import DEFAULT_EXTRACTORS, PrototypeSettings
     from ovdiff_cli.models.extractor_build import FeatureOptions
     from ovdiff_cli.stages.prototype import prototype as run
 
     paths = [Path(p) for p in options.expand_stdin(folders)]
     dev = options.resolve_device(device)
-    net_dtype = options.resolve_dtype(dtype, dev)
-    # METHOD.md names half precision for SD only; with --dtype auto the ViTs stay in float32.
-    vit_dtype = torch.float32 if dtype == "auto" else net_dtype
+    net_dtype, vit_dtype = options.resolve_dtypes(dtype, dev)
     features = FeatureOptions(sd_layers=sd_layers, sd_timestep=sd_timestep, clip_norm=clip_norm,
                               clip_readout="token" if clip_token else "keys", variant=mae_variant)
     for path in run(paths, extractors=extractors or DEFAULT_EXTRACTORS, out=Path(output), preset=models, device=dev,

@@ -37,8 +37,6 @@ def run(images: tuple[str, ...], vocab: str | None, output: str, num_images: int
     computes only that class. Prints the label maps. Other settings over an earlier run's files are
     an error: use another OUTPUT, or redo the one stage with its own command and --overwrite.
     """
-    import torch
-
     from ovdiff_cli.core.settings import DEFAULT_EXTRACTORS, SampleSettings, SegmentSettings
     from ovdiff_cli.formats import vocabulary
     from ovdiff_cli.stages.run import RunSettings
@@ -47,7 +45,7 @@ def run(images: tuple[str, ...], vocab: str | None, output: str, num_images: int
     if not vocab:
         raise click.UsageError("give --vocab")
     dev = options.resolve_device(device)
-    net_dtype = options.resolve_dtype(dtype, dev)
+    net_dtype, vit_dtype = options.resolve_dtypes(dtype, dev)
     settings = RunSettings(sample=SampleSettings(num_images=num_images, steps=steps, seed=seed,
                                                  batch_size=batch_size),
                            proposer=proposer, extractors=extractors or DEFAULT_EXTRACTORS,
@@ -55,6 +53,6 @@ def run(images: tuple[str, ...], vocab: str | None, output: str, num_images: int
                            overlay=overlay)
     paths = [Path(p) for p in options.expand_stdin(images)]
     for path in run_all(vocabulary.parse(vocab), paths, work=Path(output), preset=models, device=dev,
-                        dtype=net_dtype, vit_dtype=torch.float32 if dtype == "auto" else net_dtype,
+                        dtype=net_dtype, vit_dtype=vit_dtype,
                         settings=settings):
         click.echo(str(path))

@@ -57,8 +57,6 @@ def segment(images: tuple[str, ...], banks: tuple[str, ...], candidates: Path | 
     each. A rerun reuses a label map made from the same image content, banks and settings, and
     remakes one whose image changed; other settings are an error (see --overwrite).
     """
-    import torch
-
     from ovdiff_cli.core.settings import SegmentSettings
     from ovdiff_cli.stages.segment import SideOutputs
     from ovdiff_cli.stages.segment import segment as run
@@ -86,8 +84,7 @@ def segment(images: tuple[str, ...], banks: tuple[str, ...], candidates: Path | 
                                background=not no_background, bg_threshold=bg_threshold, pamr=pamr,
                                keep_inactive_bg=keep_inactive_bg)
     dev = options.resolve_device(device)
-    net_dtype = options.resolve_dtype(dtype, dev)
-    vit_dtype = torch.float32 if dtype == "auto" else net_dtype
+    net_dtype, vit_dtype = options.resolve_dtypes(dtype, dev)
     sides = SideOutputs(overlay=overlay, scores=save_scores, explain=explain)
     for path in run(paths, [Path(b) for b in banks], out=Path(output), preset=models, device=dev, dtype=net_dtype,
                     vit_dtype=vit_dtype, settings=settings, candidates=candidates, prefilter=not no_prefilter,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ovdiff_cli.core.settings import SegmentSettings
+from ovdiff_cli.core.settings import PAMR_DILATIONS, SegmentSettings
 
 EPS = 1e-6
 
@@ -133,7 +133,7 @@ def _shifted(x: torch.Tensor, d: int) -> list[torch.Tensor]:
             for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
 
 
-def pamr_affinity(image: torch.Tensor, dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)) -> torch.Tensor:
+def pamr_affinity(image: torch.Tensor, dilations: tuple[int, ...] = PAMR_DILATIONS) -> torch.Tensor:
     """α [8·len(dilations), H, W] of METHOD.md §7.5 for image [3, H, W] (float, 0–255)."""
     image = image.float()
     neigh = [torch.stack(_shifted(image, d), dim=1) for d in dilations]          # each [3, 8, H, W]
@@ -146,7 +146,7 @@ def pamr_affinity(image: torch.Tensor, dilations: tuple[int, ...] = (1, 2, 4, 8,
 
 
 def pamr(scores: torch.Tensor, image: torch.Tensor, iterations: int = 10,
-         dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)) -> torch.Tensor:
+         dilations: tuple[int, ...] = PAMR_DILATIONS) -> torch.Tensor:
     """PAMR: S̄_c(p) ← Σ_q α_pq S̄_c(q) over the 48 neighbours, ``iterations`` times. scores [C, H, W]."""
     alpha = pamr_affinity(image, dilations)
     s = scores.float()

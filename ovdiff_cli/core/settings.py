@@ -18,6 +18,9 @@ TEMPLATE = "A good picture of a {}"
 #: The extractors a prototype or run uses when none is named (the paper's SD + DINO + CLIP).
 DEFAULT_EXTRACTORS: tuple[str, ...] = ("sd", "dino", "clip")
 
+#: PAMR's dilations (docs/method.md §7.5).
+PAMR_DILATIONS: tuple[int, ...] = (1, 2, 4, 8, 12, 24)
+
 
 @dataclass(frozen=True)
 class SampleSettings:
@@ -121,7 +124,7 @@ class SegmentSettings:
     bg_threshold: float = 0.75       # bank made with --bg-mode zero: class scores ≤ this become 0
     pamr: bool = False
     pamr_iterations: int = 10
-    pamr_dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)
+    pamr_dilations: tuple[int, ...] = PAMR_DILATIONS
     keep_inactive_bg: bool = False
 
     def to_meta(self) -> dict[str, Any]:
