@@ -14,7 +14,7 @@ from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats import images, labelmap
 from ovdiff_cli.formats.images import png_metadata, read_rgb, to_rgb8, write_png, write_rgb_png
 from ovdiff_cli.formats.labelmap import PALETTE, read_label_map, read_label_map_meta, write_label_map
-from tests.formats.util import one_line_with, only_files
+from tests.helpers import one_line_with, only_files
 
 
 # ---------------------------------------------------------------------------------------------

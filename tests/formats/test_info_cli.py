@@ -19,7 +19,7 @@ from ovdiff_cli.formats.prototypes import (
     PROTOTYPES, Bank, BankSide, PrototypeSide, Prototypes, write_bank, write_prototypes)
 from ovdiff_cli.formats.supportset import ATTRIBUTION, Attribution, CrossAttention, SupportSet
 from ovdiff_cli.formats.vocabulary import from_words
-from tests.formats.util import PROVENANCE
+from tests.helpers import PROVENANCE
 
 D = 4
 

@@ -13,7 +13,7 @@ from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats.candidates import Candidates, read_candidates, write_candidates
 from ovdiff_cli.formats.labelmap import write_label_map
 from ovdiff_cli.formats.supportset import IMAGE_SCHEMA, MASK_SCHEMA, SupportSet
-from tests.formats.util import one_line_with
+from tests.helpers import one_line_with
 
 
 def rgb(seed: int, size: int = 8) -> np.ndarray:

@@ -23,7 +23,7 @@ from ovdiff_cli.formats.prototypes import (
 from ovdiff_cli.formats.supportset import ATTRIBUTION, CROSSATTN, Attribution, CrossAttention, SupportSet
 from ovdiff_cli.formats.tensorfile import Schema, TensorSpec
 from ovdiff_cli.formats.vocabulary import build, from_words
-from tests.formats.util import PROVENANCE, one_line_with
+from tests.helpers import PROVENANCE, one_line_with
 
 
 def listing(folder: Path) -> list[str]:
