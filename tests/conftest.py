@@ -45,3 +45,65 @@ def _default_verbosity():
     log.set_verbosity(0)
     yield
     log.set_verbosity(0)
+
+
+# -- support sets sampled once per session (tests only read them; copy one before changing it) -------
+
+
+@pytest.fixture(scope="session")
+def cat_and_plant(tmp_path_factory) -> Path:
+    """``ovdiff sample cat "potted plant"`` on the tiny preset (tests.helpers.FAST): one folder per class."""
+    from ovdiff_cli.cli import main
+    from tests.helpers import FAST
+
+    out = tmp_path_factory.mktemp("base") / "support"
+    result = CliRunner().invoke(main, ["sample", "cat", "potted plant", *FAST, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="session")
+def masked(cat_and_plant: Path, tmp_path_factory) -> Path:
+    """The cat set of ``cat_and_plant`` (the same files a lone ``sample cat`` draws, as every class
+    starts from the same noise), attributed and masked by the threshold proposer: 3 images."""
+    import shutil
+
+    from ovdiff_cli.cli import main
+
+    r = CliRunner()
+    out = tmp_path_factory.mktemp("proto") / "support" / "cat"
+    shutil.copytree(cat_and_plant / "cat", out)
+    assert r.invoke(main, ["attribute", str(out)]).exit_code == 0
+    assert r.invoke(main, ["mask", str(out), "--models", "tiny", "--proposer", "threshold"]).exit_code == 0
+    return out
+
+
+# -- hand-made extractors registered as presets (tests.helpers) -------------------------------------------
+
+
+@pytest.fixture
+def colour_preset():
+    """Preset ``colour``: extractor.dino = ColourFeatures, extractor.flat = FlatFeatures."""
+    from ovdiff_cli.models import registry
+    from tests.helpers import ColourFeatures, FlatFeatures
+
+    comp = registry.Component("colour", "block colours for tests", lambda f, d, t: ColourFeatures(), tiny=True)
+    flat = registry.Component("flat", "always red, for tests", lambda f, d, t: FlatFeatures(), tiny=True)
+    registry.register_preset(registry.Preset("colour", "tests", {"extractor.dino": comp, "extractor.flat": flat},
+                                             tiny=True), replace_existing=True)
+    yield
+    registry.unregister_preset("colour")
+    registry.clear_cache()
+
+
+@pytest.fixture
+def hand_preset():
+    """Preset ``handx``: extractor.dino = HandFeatures."""
+    from ovdiff_cli.models import registry
+    from tests.helpers import HandFeatures
+
+    comp = registry.Component("hand-features", "hand-made features for tests", lambda f, d, t: HandFeatures(), tiny=True)
+    registry.register_preset(registry.Preset("handx", "tests", {"extractor.dino": comp}, tiny=True))
+    yield
+    registry.unregister_preset("handx")
+    registry.clear_cache()

@@ -16,8 +16,7 @@ import torch
 from ovdiff_cli.cli import main
 from ovdiff_cli.formats.prototypes import read_prototypes
 from ovdiff_cli.formats.segmentation import read_scores
-from tests.stages.test_prototype import masked  # noqa: F401  (a fixture: a tiny masked support set of 3 images)
-from tests.stages.test_sample import files_of
+from tests.helpers import files_of
 
 EXTRACTORS = ("sd", "dino", "clip")
 TOL = 1e-5
@@ -35,7 +34,7 @@ def _prototypes(runner, folder: Path, out: Path, batch: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def protos(masked: Path, tmp_path_factory) -> dict[int, Path]:  # noqa: F811
+def protos(masked: Path, tmp_path_factory) -> dict[int, Path]:
     """Prototype folders of the same support set made with batch sizes 1 and 3."""
     from click.testing import CliRunner
 
@@ -59,7 +58,7 @@ def test_prototypes_agree_across_batch_sizes(protos: dict[int, Path]) -> None:
 
 
 def test_prototypes_are_byte_identical_for_the_same_batch_size_and_reused_for_another(
-        runner, masked: Path, protos: dict[int, Path], tmp_path: Path) -> None:  # noqa: F811
+        runner, masked: Path, protos: dict[int, Path], tmp_path: Path) -> None:
     _prototypes(runner, masked, tmp_path / "again", 3)
     assert files_of(tmp_path / "again") == files_of(protos[3])
     before = files_of(protos[1])
@@ -68,7 +67,7 @@ def test_prototypes_are_byte_identical_for_the_same_batch_size_and_reused_for_an
 
 
 def test_segment_scores_agree_across_batch_sizes_and_reruns_reuse(runner, masked: Path, protos: dict[int, Path],
-                                                                   tmp_path: Path) -> None:  # noqa: F811
+                                                                   tmp_path: Path) -> None:
     banks = tmp_path / "banks"
     _ok(runner.invoke(main, ["filter-stuff", *(str(protos[1] / f"cat.{e}.safetensors") for e in EXTRACTORS),
                              "--vocab", "cat,", "-o", str(banks)]))
@@ -93,7 +92,7 @@ def test_segment_scores_agree_across_batch_sizes_and_reruns_reuse(runner, masked
     assert files_of(tmp_path / "same") == before  # the same batch size gives the same bytes
 
 
-def test_renoised_attribution_agrees_across_batch_sizes_and_reruns_reuse(masked: Path, tmp_path: Path,  # noqa: F811
+def test_renoised_attribution_agrees_across_batch_sizes_and_reruns_reuse(masked: Path, tmp_path: Path,
                                                                           runner) -> None:
     """`attribute --renoise` noises each image from a generator of its own (seed 43 + its index), so
     its maps do not depend on the batch the image was in."""

@@ -1,5 +1,5 @@
 """Input handling through the command line: EXIF orientation and verbatim paths in `segment`
-(with the hand-made colour extractor of tests/stages/test_segment.py, so labels are known)."""
+(with the hand-made colour extractor of tests/helpers.py, so labels are known)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from PIL import Image
 from ovdiff_cli.cli import main
 from ovdiff_cli.formats.images import EXIF_ORIENTATION
 from ovdiff_cli.formats.labelmap import read_label_map
-from tests.stages.test_segment import colour_preset, write_rg_bank  # noqa: F401 (a fixture)
+from tests.helpers import write_rg_bank
 
 
 def segment(runner, *args: str, stdin: str | None = None):
@@ -19,7 +19,7 @@ def segment(runner, *args: str, stdin: str | None = None):
                          input=stdin)
 
 
-def test_segment_labels_an_exif_rotated_photo_as_it_is_shown(runner, colour_preset,  # noqa: F811
+def test_segment_labels_an_exif_rotated_photo_as_it_is_shown(runner, colour_preset,
                                                              tmp_path: Path) -> None:
     """Stored 320 wide × 240 high, red left and green right, EXIF orientation 6 (turn 90° clockwise):
     shown 240 wide × 320 high, red on top and green below, and so is the label map."""
@@ -40,7 +40,7 @@ def test_segment_labels_an_exif_rotated_photo_as_it_is_shown(runner, colour_pres
     assert (labels[:140] == 1).all() and (labels[180:] == 2).all()
 
 
-def test_segment_finds_a_file_whose_name_starts_with_a_space(runner, colour_preset, tmp_path: Path,  # noqa: F811
+def test_segment_finds_a_file_whose_name_starts_with_a_space(runner, colour_preset, tmp_path: Path,
                                                                monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     rgb = np.zeros((64, 96, 3), np.uint8)

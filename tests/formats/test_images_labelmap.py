@@ -14,7 +14,7 @@ from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats import images, labelmap
 from ovdiff_cli.formats.images import png_metadata, read_rgb, to_rgb8, write_png, write_rgb_png
 from ovdiff_cli.formats.labelmap import PALETTE, read_label_map, read_label_map_meta, write_label_map
-from tests.formats.util import one_line_with, only_files
+from tests.helpers import one_line_with, only_files
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,8 +215,9 @@ def test_palette_image_gives_its_colours(tmp_path: Path):
     assert out2.tolist() == [[[255, 0, 0], [0, 0, 255], [12, 34, 56]]]
 
 
+@pytest.mark.parametrize("reader", [read_rgb, read_label_map], ids=["rgb", "label-map"])
 @pytest.mark.parametrize("content", [b"", b"not an image at all", None], ids=["empty", "garbage", "truncated"])
-def test_unreadable_images(tmp_path: Path, content):
+def test_unreadable_images(tmp_path: Path, content, reader):
     path = tmp_path / "x.png"
     if content is None:
         Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
@@ -224,19 +225,20 @@ def test_unreadable_images(tmp_path: Path, content):
         path.write_bytes(data[: len(data) // 2])
     else:
         path.write_bytes(content)
-    for reader in (read_rgb, read_label_map):
-        with pytest.raises(BadFile) as e:
-            reader(path)
-        one_line_with(e.value, str(path))
+    with pytest.raises(BadFile) as e:
+        reader(path)
+    one_line_with(e.value, str(path))
 
 
-def test_missing_and_folder(tmp_path: Path):
+@pytest.mark.parametrize("read, parts", [
+    (lambda tmp: read_rgb(tmp / "nope.png", "ovdiff sample"),
+     lambda tmp: [str(tmp / "nope.png"), "does not exist", "ovdiff sample"]),
+    (lambda tmp: read_label_map(tmp), lambda tmp: [str(tmp), "not a file"]),
+], ids=["missing", "folder"])
+def test_missing_and_folder(tmp_path: Path, read, parts):
     with pytest.raises(BadFile) as e:
-        read_rgb(tmp_path / "nope.png", "ovdiff sample")
-    one_line_with(e.value, str(tmp_path / "nope.png"), "does not exist", "ovdiff sample")
-    with pytest.raises(BadFile) as e:
-        read_label_map(tmp_path)
-    one_line_with(e.value, str(tmp_path), "not a file")
+        read(tmp_path)
+    one_line_with(e.value, *parts(tmp_path))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from ovdiff_cli.core.prototypes import Prototypes, Side
 from ovdiff_cli.formats.prototypes import PROTOTYPES, Bank, write_bank, write_prototypes
 from ovdiff_cli.formats.supportset import ATTRIBUTION, SupportSet
 from ovdiff_cli.formats.vocabulary import from_words
-from tests.formats.util import PROVENANCE
+from tests.helpers import PROVENANCE
 
 D = 4
 

@@ -14,21 +14,7 @@ import torch
 
 from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats import lock, tensorfile
-
-HOLD = r"""
-import sys, time
-from ovdiff_cli.formats.lock import locked
-with locked(sys.argv[1]):
-    print("locked", flush=True)
-    time.sleep(float(sys.argv[2]))
-print("released", flush=True)
-"""
-
-
-def _hold(target: Path, seconds: float) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(target), str(seconds)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
-    return proc
+from tests.helpers import hold_lock
 
 
 def test_lock_file_names_its_owner_and_goes_on_release(tmp_path: Path) -> None:
@@ -53,7 +39,7 @@ def test_folder_with_outputs_stays(tmp_path: Path) -> None:
 def test_second_process_fails_after_the_timeout_with_one_line(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "support" / "cat"
-    proc = _hold(target, 30)
+    proc = hold_lock(target, 30)
     try:
         monkeypatch.setenv("OVDIFF_LOCK_TIMEOUT", "0.3")
         start = time.monotonic()
@@ -70,7 +56,7 @@ def test_second_process_fails_after_the_timeout_with_one_line(tmp_path: Path,
 
 def test_second_process_waits_for_the_first(tmp_path: Path) -> None:
     target = tmp_path / "banks" / "bank.sd.safetensors"
-    proc = _hold(target, 1.0)
+    proc = hold_lock(target, 1.0)
     start = time.monotonic()
     with lock.locked(target):
         waited = time.monotonic() - start
@@ -82,7 +68,7 @@ def test_second_process_waits_for_the_first(tmp_path: Path) -> None:
 def test_a_dead_processes_lock_is_taken_over_with_a_note(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "prototypes" / "cat.sd.safetensors"
-    proc = _hold(target, 60)
+    proc = hold_lock(target, 60)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     left = tmp_path / "prototypes" / ".cat.sd.safetensors.lock"
@@ -174,10 +160,10 @@ def test_lock_takes_the_sweep_of_a_killed_writers_files(tmp_path: Path) -> None:
 def test_locks_left_by_killed_processes_are_swept_from_the_folder(tmp_path: Path) -> None:
     """kill -9 leaves `.x.lock`; the next run that locks anything in that folder removes it, but
     never the lock of a live process."""
-    dead = _hold(tmp_path / "seg" / "a.png", 60)
+    dead = hold_lock(tmp_path / "seg" / "a.png", 60)
     dead.send_signal(signal.SIGKILL)
     dead.wait(timeout=30)
-    live = _hold(tmp_path / "seg" / "b.png", 60)
+    live = hold_lock(tmp_path / "seg" / "b.png", 60)
     try:
         lock._swept.clear()
         with lock.locked(tmp_path / "seg" / "c.png"):

@@ -13,7 +13,7 @@ from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats.candidates import Candidates, read_candidates, write_candidates
 from ovdiff_cli.formats.labelmap import write_label_map
 from ovdiff_cli.formats.supportset import IMAGE_SCHEMA, MASK_SCHEMA, SupportSet
-from tests.formats.util import one_line_with
+from tests.helpers import one_line_with
 
 
 def rgb(seed: int, size: int = 8) -> np.ndarray:
@@ -94,17 +94,23 @@ def test_open(tmp_path: Path):
     assert SupportSet.open(tmp_path).path == tmp_path
 
 
-def test_read_image_missing_or_broken(tmp_path: Path):
-    s = SupportSet(tmp_path)
-    with pytest.raises(BadFile) as e:
-        s.read_image(0)
-    one_line_with(e.value, str(s.image_path(0)), "does not exist", "ovdiff sample")
+def _half_written_image(s: SupportSet) -> int:
     s.write_image(1, rgb(1, 16), {})
     data = s.image_path(1).read_bytes()
     s.image_path(1).write_bytes(data[: len(data) // 2])
+    return 1
+
+
+@pytest.mark.parametrize("make, parts", [
+    (lambda s: 0, ["does not exist", "ovdiff sample"]),
+    (_half_written_image, ["ovdiff sample"]),
+], ids=["missing", "truncated"])
+def test_read_image_missing_or_broken(tmp_path: Path, make, parts: list[str]):
+    s = SupportSet(tmp_path)
+    i = make(s)
     with pytest.raises(BadFile) as e:
-        s.read_image(1)
-    one_line_with(e.value, str(s.image_path(1)), "ovdiff sample")
+        s.read_image(i)
+    one_line_with(e.value, str(s.image_path(i)), *parts)
 
 
 def test_write_image_rejects_bad_arrays(tmp_path: Path):
@@ -256,15 +262,21 @@ def test_candidates_bad_line_names_line_number(tmp_path: Path, bad_line, needle)
     one_line_with(e.value, str(path), "line 4", needle, "ovdiff classify")
 
 
-def test_candidates_missing_and_not_utf8(tmp_path: Path):
-    with pytest.raises(BadFile) as e:
-        read_candidates(tmp_path / "none.jsonl")
-    one_line_with(e.value, str(tmp_path / "none.jsonl"), "does not exist", "ovdiff classify")
+def _latin1_line(tmp_path: Path) -> Path:
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"image": "caf\xe9"}\n')
+    return bad
+
+
+@pytest.mark.parametrize("make, parts", [
+    (lambda tmp: tmp / "none.jsonl", ["does not exist", "ovdiff classify"]),
+    (_latin1_line, ["UTF-8"]),
+], ids=["missing", "not-utf8"])
+def test_candidates_missing_and_not_utf8(tmp_path: Path, make, parts: list[str]):
+    path = make(tmp_path)
     with pytest.raises(BadFile) as e:
-        read_candidates(bad)
-    one_line_with(e.value, str(bad), "UTF-8")
+        read_candidates(path)
+    one_line_with(e.value, str(path), *parts)
 
 
 def test_candidates_writer_refuses_nan(tmp_path: Path):

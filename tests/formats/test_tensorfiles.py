@@ -26,7 +26,7 @@ from ovdiff_cli.formats.prototypes import (
 from ovdiff_cli.formats.supportset import ATTRIBUTION, CROSSATTN, PROPOSALS, SupportSet
 from ovdiff_cli.formats.tensorfile import Schema, TensorSpec
 from ovdiff_cli.formats.vocabulary import build, from_words
-from tests.formats.util import PROVENANCE, one_line_with
+from tests.helpers import PROVENANCE, one_line_with
 
 
 def listing(folder: Path) -> list[str]:
@@ -178,13 +178,15 @@ def test_equal_inputs_give_equal_bytes(tmp_path: Path):
 # --- reading bad files ---------------------------------------------------------------------------
 
 
-def test_read_missing_and_folder(tmp_path: Path):
+@pytest.mark.parametrize("name, parts", [
+    ("nope.safetensors", ["does not exist", "ovdiff make-thing"]),
+    (".", ["folder", "test.thing/2"]),
+], ids=["missing", "folder"])
+def test_read_missing_and_folder(tmp_path: Path, name: str, parts: list[str]):
+    path = tmp_path if name == "." else tmp_path / name
     with pytest.raises(BadFile) as e:
-        tensorfile.read(tmp_path / "nope.safetensors", THING)
-    one_line_with(e.value, str(tmp_path / "nope.safetensors"), "does not exist", "ovdiff make-thing")
-    with pytest.raises(BadFile) as e:
-        tensorfile.read(tmp_path, THING)
-    one_line_with(e.value, str(tmp_path), "folder", "test.thing/2")
+        tensorfile.read(path, THING)
+    one_line_with(e.value, str(path), *parts)
 
 
 @pytest.mark.parametrize("cut", [0, 5, 8, 30, 0.5, -1], ids=["empty", "5B", "8B", "30B", "half", "last-byte"])
@@ -198,14 +200,21 @@ def test_read_truncated(tmp_path: Path, cut):
     one_line_with(e.value, str(p), "truncated", "ovdiff make-thing")
 
 
-def test_read_garbage_and_trailing_bytes(tmp_path: Path):
+def _zeros_file(tmp_path: Path) -> Path:
     g = tmp_path / "g.safetensors"
     g.write_bytes(b"\x00" * 64)
-    with pytest.raises(BadFile) as e:
-        tensorfile.read(g, THING)
-    one_line_with(e.value, str(g), "not a readable safetensors file")
+    return g
+
+
+def _junk_after_a_good_file(tmp_path: Path) -> Path:
     p = tensorfile.write(tmp_path / "t.safetensors", THING, thing_tensors(), {})
     p.write_bytes(p.read_bytes() + b"junk")
+    return p
+
+
+@pytest.mark.parametrize("make", [_zeros_file, _junk_after_a_good_file], ids=["garbage", "trailing-bytes"])
+def test_read_garbage_and_trailing_bytes(tmp_path: Path, make):
+    p = make(tmp_path)
     with pytest.raises(BadFile) as e:
         tensorfile.read(p, THING)
     one_line_with(e.value, str(p), "not a readable safetensors file")

@@ -12,7 +12,7 @@ import pytest
 from ovdiff_cli.errors import BadFile, BadInput
 from ovdiff_cli.formats import thingstuff, vocabulary
 from ovdiff_cli.formats.vocabulary import Vocabulary, build, builtin, from_words, parse, read_file, slugify
-from tests.formats.util import one_line_with
+from tests.helpers import one_line_with
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,13 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from ovdiff_cli.cli import main
-from ovdiff_cli.core.attention import CrossAttention
 from ovdiff_cli.formats.supportset import SupportSet
-from tests.stages.test_sample import FAST, files_of, one_line_error
+from tests.helpers import FAST, attribution_by_hand, files_of, one_line_error
 
 MODELS = {"preset": "tiny", "tiny": True, "components": {}}
 
@@ -28,24 +25,6 @@ def sampled(tmp_path_factory) -> Path:
     return out / "donut-with-chocolate-glaze"
 
 
-def by_hand(rec: CrossAttention, tokens: list[int], layers: list[int], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """METHOD.md §2 written out plainly: each recorded sum divided by its map count, averaged over
-    layers and tokens, min–max, bilinear to the image size, min–max again."""
-    attn, counts = rec.attn.double().numpy(), rec.counts.double().numpy()
-    n = attn.shape[0]
-    raw = np.zeros((n, *attn.shape[-2:]))
-    for i in range(n):
-        for t in tokens:
-            raw[i] += sum(attn[i, layer, t] for layer in layers) / sum(counts[i, layer] for layer in layers)
-        raw[i] /= len(tokens)
-    lo, hi = raw.min(axis=(1, 2), keepdims=True), raw.max(axis=(1, 2), keepdims=True)
-    a64 = (raw - lo) / np.maximum(hi - lo, 1e-6)
-    up = F.interpolate(torch.from_numpy(a64)[:, None], size=(size, size), mode="bilinear",
-                       align_corners=False)[:, 0].numpy()
-    lo, hi = up.min(axis=(1, 2), keepdims=True), up.max(axis=(1, 2), keepdims=True)
-    return a64, (up - lo) / np.maximum(hi - lo, 1e-6)
-
-
 def test_attribution_of_the_class_phrase_equals_the_hand_computation(runner, sampled: Path) -> None:
     result = runner.invoke(main, ["attribute", "-"], input=f"{sampled}\n")
     assert result.exit_code == 0, result.output
@@ -54,7 +33,7 @@ def test_attribution_of_the_class_phrase_equals_the_hand_computation(runner, sam
     rec, att = s.read_crossattn(), s.read_attribution()
     # "donut with chocolate glaze" = positions 6..9 = indices 5..8 of the recorded tokens
     assert rec.phrase_positions.tolist() == [6, 7, 8, 9]
-    a64, a = by_hand(rec, [5, 6, 7, 8], list(range(16)), 128)
+    a64, a = attribution_by_hand(rec, [5, 6, 7, 8], list(range(16)), 128)
     assert att.maps.shape == (3, 128, 128) and att.maps64.shape == (3, 16, 16)
     assert np.allclose(att.maps64.numpy(), a64, atol=1e-5)
     assert np.allclose(att.maps.numpy(), a, atol=1e-5)
@@ -74,7 +53,7 @@ def test_a_rerun_skips_and_other_settings_need_overwrite(runner, sampled: Path) 
     result = runner.invoke(main, ["attribute", str(sampled), "--attn-layers", "6", "--overwrite"])
     assert result.exit_code == 0, result.output
     s = SupportSet(sampled)
-    _, a = by_hand(s.read_crossattn(), [5, 6, 7, 8], [6], 128)
+    _, a = attribution_by_hand(s.read_crossattn(), [5, 6, 7, 8], [6], 128)
     assert np.allclose(s.read_attribution().maps.numpy(), a, atol=1e-5)
     assert s.read_attribution().meta["settings"]["layers"] == [6]
     assert runner.invoke(main, ["attribute", str(sampled), "--overwrite"]).exit_code == 0
@@ -91,7 +70,7 @@ def test_another_phrase_of_the_prompt(runner, sampled: Path, tmp_path: Path) -> 
     s = SupportSet(copy)
     att = s.read_attribution()
     assert att.meta["positions"] == [8, 9] and att.meta["tokens"] == ["chocolate</w>", "glaze</w>"]
-    _, a = by_hand(s.read_crossattn(), [7, 8], list(range(16)), 128)
+    _, a = attribution_by_hand(s.read_crossattn(), [7, 8], list(range(16)), 128)
     assert np.allclose(att.maps.numpy(), a, atol=1e-5)
 
     line = one_line_error(runner.invoke(main, ["attribute", str(copy), "--phrase", "sprinkles", "--overwrite"]))
@@ -125,11 +104,14 @@ def test_renoising_attributes_images_without_a_recording(runner, tmp_path: Path)
     assert photos.attribution_path.read_bytes() == first  # seeded: the same file again
 
 
-def test_a_folder_that_is_not_a_support_set(runner, tmp_path: Path) -> None:
-    line = one_line_error(runner.invoke(main, ["attribute", str(tmp_path)]))
-    assert str(tmp_path) in line and "ovdiff sample" in line
-    line = one_line_error(runner.invoke(main, ["attribute", str(tmp_path / "none")]))
-    assert "does not exist" in line
+@pytest.mark.parametrize("folder, parts", [
+    (lambda tmp: tmp, lambda tmp: [str(tmp), "ovdiff sample"]),
+    (lambda tmp: tmp / "none", lambda tmp: ["does not exist"]),
+], ids=["an-empty-folder", "a-missing-folder"])
+def test_a_folder_that_is_not_a_support_set(runner, tmp_path: Path, folder, parts) -> None:
+    line = one_line_error(runner.invoke(main, ["attribute", str(folder(tmp_path))]))
+    assert all(part in line for part in parts(tmp_path)), line
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("layers", ["x", "-1", ","])

@@ -14,7 +14,7 @@ from PIL import Image
 from ovdiff_cli.cli import main
 from ovdiff_cli.formats.candidates import read_candidates
 from ovdiff_cli.models import registry
-from tests.stages.test_sample import one_line_error
+from tests.helpers import one_line_error
 
 
 class HandScorer:

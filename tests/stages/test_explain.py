@@ -15,21 +15,9 @@ from ovdiff_cli.formats.prototypes import read_bank, write_prototypes
 from ovdiff_cli.formats.segmentation import Explanation, write_explanation
 from ovdiff_cli.formats.supportset import SupportSet
 from ovdiff_cli.stages.explain import explain
-from tests.stages.test_sample import one_line_error
+from tests.helpers import column_support_set, files_of, one_line_error
 
 MODELS = {"preset": "hand", "tiny": True, "components": {}}
-
-
-def support(folder: Path, fg_cols: list[tuple[int, int]]) -> SupportSet:
-    """16 × 16 images; image n's foreground = columns fg_cols[n], background the last two columns."""
-    s = SupportSet(folder)
-    for n, (a, b) in enumerate(fg_cols):
-        s.write_image(n, np.full((16, 16, 3), 30 * n, np.uint8), {"class": folder.name})
-        m = np.zeros((16, 16), np.uint8)
-        m[:, a:b] = 1
-        m[:, 14:] = 2
-        s.write_mask(n, m, {"mode": "hand"})
-    return s
 
 
 def protos(s: SupportSet, name: str, out: Path) -> Path:
@@ -47,8 +35,8 @@ def protos(s: SupportSet, name: str, out: Path) -> Path:
 
 @pytest.fixture
 def world(tmp_path: Path, runner):
-    red = support(tmp_path / "support" / "red", [(0, 4), (4, 8)])
-    green = support(tmp_path / "support" / "green", [(8, 12)])
+    red = column_support_set(tmp_path / "support" / "red", [(0, 4), (4, 8)])
+    green = column_support_set(tmp_path / "support" / "green", [(8, 12)])
     files = [protos(red, "red", tmp_path / "protos"), protos(green, "green", tmp_path / "protos")]
     result = runner.invoke(main, ["filter-stuff", *map(str, files), "--vocab", "red,green", "-o", str(tmp_path / "banks")])
     assert result.exit_code == 0, result.output
@@ -99,18 +87,34 @@ def test_a_pixel_background_through_the_floor_has_no_prototype(world, runner) ->
     assert r["kind"] == "none" and r["share"] == 1.0 and r["support_images"] == []
 
 
-def test_the_picture_and_errors(world, runner) -> None:
+def test_the_picture(world, runner) -> None:
     tmp, path, _ = world
     result = runner.invoke(main, ["explain", str(path), "--bank", str(tmp / "banks"), "-o", str(tmp / "e.png")])
     assert result.exit_code == 0, result.output
     assert result.stdout.split() == [str(tmp / "e.png")] and (tmp / "e.png").stat().st_size > 0
-    line = one_line_error(runner.invoke(main, ["explain", str(path), "--bank", str(tmp / "banks"), "--class", "blue"]))
-    assert "'blue'" in line
-    line = one_line_error(runner.invoke(main, ["explain", str(tmp / "seg" / "y.png"), "--bank", str(tmp / "banks")]))
-    assert "y.explain.safetensors" in line and "--explain" in line
+
+
+def _move_red_prototypes(tmp: Path) -> None:
     (tmp / "protos" / "red.dino.safetensors").rename(tmp / "red.moved")
-    line = one_line_error(runner.invoke(main, ["explain", str(path), "--bank", str(tmp / "banks"), "--class", "red"]))
-    assert "--prototypes" in line
+
+
+# Each row: what to spoil in the world (or None), the arguments after ``explain`` (from the world's
+# folder and its explanation file) and the parts the one error line must hold.
+@pytest.mark.parametrize("spoil, args, parts", [
+    (None, lambda tmp, path: [str(path), "--bank", str(tmp / "banks"), "--class", "blue"], ["'blue'"]),
+    (None, lambda tmp, path: [str(tmp / "seg" / "y.png"), "--bank", str(tmp / "banks")],
+     ["y.explain.safetensors", "--explain"]),
+    (_move_red_prototypes, lambda tmp, path: [str(path), "--bank", str(tmp / "banks"), "--class", "red"],
+     ["--prototypes"]),
+], ids=["class-not-in-the-vocabulary", "no-explain-file", "prototypes-moved"])
+def test_errors(world, runner, spoil, args, parts: list[str]) -> None:
+    tmp, path, _ = world
+    if spoil is not None:
+        spoil(tmp)
+    before = files_of(tmp)
+    line = one_line_error(runner.invoke(main, ["explain", *args(tmp, path)]))
+    assert all(part in line for part in parts), line
+    assert files_of(tmp) == before
 
 
 # -- the picture never replaces a file ovdiff did not write (issue 12) -----------------------------

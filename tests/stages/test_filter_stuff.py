@@ -12,7 +12,7 @@ import torch
 from ovdiff_cli.cli import main
 from ovdiff_cli.core.prototypes import Prototypes, Side
 from ovdiff_cli.formats.prototypes import read_bank, write_prototypes
-from tests.stages.test_sample import files_of, one_line_error
+from tests.helpers import files_of, hold_lock, one_line_error
 
 FEATURES = {"extractor": "dino", "model": "hand"}
 MODELS = {"preset": "hand", "tiny": True, "components": {}}
@@ -112,17 +112,23 @@ def test_rerun_skips_and_other_settings_need_overwrite(runner, files: list[Path]
     assert run(runner, *args, "--threshold", "0.5", "--overwrite").exit_code == 0
 
 
-def test_files_that_do_not_belong_together(runner, files: list[Path], tmp_path: Path) -> None:
+def _odd_dog(d: Path) -> Path:
+    """dog's prototypes made with other feature settings than cat's and sky's."""
+    return write(d / "odd", "dog", side(v(0.2), [], []), Side.empty(2),
+                 features={**FEATURES, "block": -2})
+
+
+# Each row: the prototype files given (from the cat, sky, dog files and the protos folder) and the parts
+# the one error line must hold (from those files).
+@pytest.mark.parametrize("given, parts", [
+    (lambda files, d: [files[0], files[1], _odd_dog(d)], lambda files, d: [str(d / "odd" / "dog.dino.safetensors"), "features"]),
+    (lambda files, d: [files[0], files[1]], lambda files, d: ["'dog'", "ovdiff prototype"]),
+    (lambda files, d: [*files, _odd_dog(d)], lambda files, d: ["one file per class"]),
+], ids=["other-feature-settings", "a-class-without-a-file", "two-files-for-one-class"])
+def test_files_that_do_not_belong_together(runner, files: list[Path], tmp_path: Path, given, parts) -> None:
     d = tmp_path / "protos"
-    odd = write(d / "odd", "dog", side(v(0.2), [], []), Side.empty(2),
-                features={**FEATURES, "block": -2})
-    line = one_line_error(run(runner, str(files[0]), str(files[1]), str(odd), "--vocab", "cat,sky,dog",
-                              "-o", str(tmp_path / "b")))
-    assert str(odd) in line and "features" in line
-    line = one_line_error(run(runner, str(files[0]), str(files[1]), "--vocab", "cat,sky,dog", "-o", str(tmp_path / "b")))
-    assert "'dog'" in line and "ovdiff prototype" in line
-    line = one_line_error(run(runner, *map(str, files), str(odd), "--vocab", "cat,sky,dog", "-o", str(tmp_path / "b")))
-    assert "one file per class" in line
+    line = one_line_error(run(runner, *map(str, given(files, d)), "--vocab", "cat,sky,dog", "-o", str(tmp_path / "b")))
+    assert all(part in line for part in parts(files, d)), line
     assert not (tmp_path / "b").exists()
 
 
@@ -197,10 +203,8 @@ def test_a_file_ovdiff_did_not_make_as_a_bank_is_never_replaced(runner, files: l
 
 def test_a_locked_bank_is_one_line_after_the_timeout(runner, files: list[Path], tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.formats.test_lock import _hold
-
     out = tmp_path / "b"
-    proc = _hold(out / "bank.dino.safetensors", 30)
+    proc = hold_lock(out / "bank.dino.safetensors", 30)
     try:
         monkeypatch.setenv("OVDIFF_LOCK_TIMEOUT", "0")
         line = one_line_error(run(runner, *map(str, files), "--vocab", "cat,sky,dog", "-o", str(out)))

@@ -15,7 +15,7 @@ from ovdiff_cli.core.attention import Attribution
 from ovdiff_cli.formats.supportset import SupportSet
 from ovdiff_cli.models import registry
 from ovdiff_cli.models.interfaces import Proposals
-from tests.stages.test_sample import FAST, files_of, one_line_error
+from tests.helpers import FAST, files_of, one_line_error
 
 META = {"class": "cat", "models": {"preset": "test", "tiny": True, "components": {}}, "inputs": {}}
 ROW = torch.tensor([0.9, 0.9, 0.5, 0.1, 0.0, 0.0])
@@ -155,26 +155,41 @@ def test_auto_without_cutler_thresholds_and_says_so_once(runner, tmp_path: Path)
     assert a.read_mask(0)[1]["mode"] == "threshold"
 
 
-def test_asking_for_cutler_without_detectron2_is_one_line(runner, tmp_path: Path) -> None:
+@pytest.mark.parametrize("models, parts", [
+    ("paper", ["detectron2", "--proposer threshold"]),
+    ("tiny", ["'proposer.cutler'"]),
+], ids=["paper-without-detectron2", "tiny-has-no-cutler"])
+def test_asking_for_cutler_without_detectron2_is_one_line(runner, tmp_path: Path, models: str,
+                                                          parts: list[str]) -> None:
     import importlib.util
 
     if importlib.util.find_spec("detectron2") is not None:
         pytest.skip("detectron2 is installed here")
     s = hand_set(tmp_path / "cat")
-    line = one_line_error(runner.invoke(main, ["mask", str(s.path), "--proposer", "cutler", "--models", "paper"]))
-    assert "detectron2" in line and "--proposer threshold" in line
-    line = one_line_error(runner.invoke(main, ["mask", str(s.path), "--proposer", "cutler", "--models", "tiny"]))
-    assert "'proposer.cutler'" in line
+    line = one_line_error(runner.invoke(main, ["mask", str(s.path), "--proposer", "cutler", "--models", models]))
+    assert all(part in line for part in parts), line
     assert not s.masks_dir.exists()
 
 
-def test_missing_attribution_and_other_bad_input(runner, tmp_path: Path) -> None:
-    s = SupportSet(tmp_path / "cat")
+def _set_without_attribution(folder: Path) -> SupportSet:
+    s = SupportSet(folder)
     s.write_image(0, np.zeros((6, 6, 3), np.uint8), {"class": "cat"})
-    line = one_line_error(runner.invoke(main, ["mask", str(s.path), "--proposer", "threshold"]))
-    assert "attribution.safetensors" in line and "ovdiff attribute" in line
-    line = one_line_error(runner.invoke(main, ["mask", str(s.path), "--proposer", "threshold", "--save-proposals"]))
-    assert "--save-proposals" in line
+    return s
+
+
+@pytest.mark.parametrize("extra, parts", [
+    ([], ["attribution.safetensors", "ovdiff attribute"]),
+    (["--save-proposals"], ["--save-proposals"]),
+], ids=["missing-attribution", "save-proposals-with-threshold"])
+def test_missing_attribution_and_other_bad_input(runner, tmp_path: Path, extra: list[str], parts: list[str]) -> None:
+    s = _set_without_attribution(tmp_path / "cat")
+    line = one_line_error(runner.invoke(main, ["mask", str(s.path), "--proposer", "threshold", *extra]))
+    assert all(part in line for part in parts), line
+    assert not s.masks_dir.exists()
+
+
+def test_fallback_thresholds_out_of_order_are_a_usage_error(runner, tmp_path: Path) -> None:
+    s = _set_without_attribution(tmp_path / "cat")
     assert runner.invoke(main, ["mask", str(s.path), "--fallback-fg", "0.1", "--fallback-bg", "0.3"]).exit_code == 2
 
 

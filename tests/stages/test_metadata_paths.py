@@ -28,8 +28,7 @@ from ovdiff_cli.core.prototypes import Prototypes, Side
 from ovdiff_cli.formats.prototypes import Bank, read_bank, read_prototypes, write_bank, write_prototypes
 from ovdiff_cli.formats.supportset import SupportSet
 from ovdiff_cli.formats.vocabulary import build
-from tests.stages.test_prototype import hand_preset  # noqa: F401  (a fixture)
-from tests.stages.test_sample import files_of, one_line_error
+from tests.helpers import HandFeatures, column_support_set, files_of, one_line_error
 
 MODELS = {"preset": "hand", "tiny": True, "components": {}}
 
@@ -167,9 +166,8 @@ def test_a_hostile_vocabulary_name_stays_inside_the_work_folder(tmp_path: Path, 
                                           ("sources", {"red": "../../../../etc/passwd"})], ids=repr)
 def test_explain_with_hostile_read_paths_is_one_line(runner, tmp_path: Path, field: str, value: object) -> None:
     from ovdiff_cli.formats.segmentation import Explanation, write_explanation
-    from tests.stages.test_explain import support
 
-    red = support(tmp_path / "support" / "red", [(0, 4)])
+    red = column_support_set(tmp_path / "support" / "red", [(0, 4)])
     extra = {"grid": [2, 2], "support": value if field == "support" else str(red.path)}
     protos = _prototypes(tmp_path / "protos" / "red.dino.safetensors", name="red", **extra)
     r = runner.invoke(main, ["filter-stuff", str(protos), "--vocab", "red,", "-o", str(tmp_path / "banks")])
@@ -193,7 +191,6 @@ def test_explain_with_hostile_read_paths_is_one_line(runner, tmp_path: Path, fie
 
 def test_a_plugin_extractor_with_a_path_for_a_name_is_one_line(runner, tmp_path: Path) -> None:
     from ovdiff_cli.models import registry
-    from tests.stages.test_prototype import HandFeatures
 
     class Odd(HandFeatures):
         name = "x/../../OUTSIDE"

@@ -15,39 +15,9 @@ from ovdiff_cli.formats.prototypes import read_prototypes
 from ovdiff_cli.core.attention import Attribution
 from ovdiff_cli.formats.supportset import SupportSet
 from ovdiff_cli.models import registry
-from tests.stages.test_sample import FAST, files_of, one_line_error
+from tests.helpers import HandFeatures, files_of, hold_lock, one_line_error
 
 META = {"class": "cat", "models": {"preset": "test", "tiny": True, "components": {}}, "inputs": {}}
-
-
-class HandFeatures:
-    """D = 2 on a 2 × 2 grid; image n (grey level 40·n) has channel 0 = 4n + (1, 2; 3, 4), channel 1 = 10·channel 0."""
-
-    name = "dino"
-    dim = 2
-
-    def settings(self) -> dict:
-        return {"extractor": "dino", "model": "hand"}
-
-    def window_input(self, window: torch.Tensor) -> torch.Tensor:
-        return window  # sees a test window as it is
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        out = []
-        for im in images:
-            n = round(float(im[0, 0, 0]) * 255 / 40)
-            c0 = torch.tensor([[1.0, 2.0], [3.0, 4.0]]) + 4 * n
-            out.append(torch.stack([c0, 10 * c0]))
-        return torch.stack(out)
-
-
-@pytest.fixture
-def hand_preset():
-    comp = registry.Component("hand-features", "hand-made features for tests", lambda f, d, t: HandFeatures(), tiny=True)
-    registry.register_preset(registry.Preset("handx", "tests", {"extractor.dino": comp}, tiny=True))
-    yield
-    registry.unregister_preset("handx")
-    registry.clear_cache()
 
 
 def hand_set(folder: Path, masks: list[np.ndarray]) -> SupportSet:
@@ -103,20 +73,6 @@ def test_missing_masks_are_one_line(runner, tmp_path: Path) -> None:
 def test_an_extractor_the_preset_lacks_is_one_line(runner, tmp_path: Path) -> None:
     line = one_line_error(runner.invoke(main, ["prototype", str(tmp_path), "-x", "resnet", "--models", "tiny"]))
     assert "'resnet'" in line and "clip, dino, mae, sd" in line
-
-
-@pytest.fixture(scope="module")
-def masked(tmp_path_factory) -> Path:
-    from click.testing import CliRunner
-
-    r = CliRunner()
-    out = tmp_path_factory.mktemp("proto") / "support"
-    sampled = r.invoke(main, ["sample", "cat", *FAST, "-o", str(out)])
-    assert sampled.exit_code == 0, sampled.output
-    assert r.invoke(main, ["attribute", "-"], input=sampled.stdout).exit_code == 0
-    assert r.invoke(main, ["mask", "-", "--models", "tiny", "--proposer", "threshold"],
-                    input=sampled.stdout).exit_code == 0
-    return out / "cat"
 
 
 def test_every_extractor_on_a_tiny_support_set(runner, masked: Path, tmp_path: Path) -> None:
@@ -255,11 +211,9 @@ def test_a_file_ovdiff_did_not_make_as_a_prototype_is_never_replaced(runner, tmp
 
 def test_a_locked_prototype_file_is_waited_for_or_one_line(runner, tmp_path: Path, hand_preset,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.formats.test_lock import _hold
-
     s = hand_set(tmp_path / "cat", MASKS)
     out = tmp_path / "protos"
-    proc = _hold(out / "cat.dino.safetensors", 30)
+    proc = hold_lock(out / "cat.dino.safetensors", 30)
     try:
         monkeypatch.setenv("OVDIFF_LOCK_TIMEOUT", "0")  # fail at once, without the note of a wait
         line = one_line_error(_proto(runner, s.path, out))
@@ -269,7 +223,7 @@ def test_a_locked_prototype_file_is_waited_for_or_one_line(runner, tmp_path: Pat
         proc.wait(timeout=30)
     assert not (out / "cat.dino.safetensors").exists()
     monkeypatch.delenv("OVDIFF_LOCK_TIMEOUT")
-    proc = _hold(out / "cat.dino.safetensors", 1.0)
+    proc = hold_lock(out / "cat.dino.safetensors", 1.0)
     start = time.monotonic()
     result = _proto(runner, s.path, out)  # waits for the holder, then makes the file
     assert result.exit_code == 0, result.output

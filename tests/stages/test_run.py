@@ -7,7 +7,7 @@ from pathlib import Path
 from ovdiff_cli.cli import main
 from ovdiff_cli.formats.labelmap import read_label_map
 from ovdiff_cli.models.generator import DiffusersGenerator
-from tests.stages.test_sample import one_line_error
+from tests.helpers import one_line_error
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = str(ROOT / "examples" / "data" / "table.png")

@@ -4,44 +4,23 @@ overwrite, sharding, the safety checker, and one-line errors for bad input."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from ovdiff_cli.cli import main
 from ovdiff_cli.formats.supportset import SupportSet
 from ovdiff_cli.models.generator import DiffusersGenerator
 from ovdiff_cli.stages import sample as sample_stage
-
-FAST = ["-n", "3", "--batch-size", "2", "--steps", "2", "--models", "tiny"]
-
-
-def run(runner, *args: str, input: str | None = None):
-    return runner.invoke(main, list(args), input=input)
+from tests.helpers import FAST, files_of, one_line_error, run
 
 
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ovdiff: error: "), result.stderr
-    return lines[0]
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory) -> Path:
-    """cat and potted plant, sampled once for the tests that only read."""
-    from click.testing import CliRunner
-
-    out = tmp_path_factory.mktemp("base") / "support"
-    result = CliRunner().invoke(main, ["sample", "cat", "potted plant", *FAST, "-o", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
+@pytest.fixture
+def baseline(cat_and_plant: Path) -> Path:
+    """cat and potted plant, sampled once per session (tests/conftest.py) for the tests that only read."""
+    return cat_and_plant
 
 
 def test_sample_writes_one_folder_per_class_and_prints_them(baseline: Path) -> None:
@@ -91,16 +70,18 @@ def test_every_class_starts_from_the_same_noise_so_order_and_shards_do_not_matte
     assert files_of(tmp_path / "s" / "potted-plant") == files_of(baseline / "potted-plant")
 
 
-def test_a_rerun_skips_a_finished_set(runner, baseline: Path, monkeypatch) -> None:
+def test_a_rerun_skips_a_finished_set(runner, baseline: Path, tmp_path: Path, monkeypatch) -> None:
     def refuse(*_a, **_k):
         raise AssertionError("a finished set must not be sampled again")
 
-    before = files_of(baseline / "cat")
+    out = tmp_path / "s"  # a copy: the session's set is shared with other modules
+    shutil.copytree(baseline, out)
+    before = files_of(out / "cat")
     monkeypatch.setattr(DiffusersGenerator, "generate", refuse)
-    result = run(runner, "sample", "cat", *FAST, "-o", str(baseline))
+    result = run(runner, "sample", "cat", *FAST, "-o", str(out))
     assert result.exit_code == 0, result.output
-    assert result.stdout.split() == [str(baseline / "cat")]
-    assert files_of(baseline / "cat") == before
+    assert result.stdout.split() == [str(out / "cat")]
+    assert files_of(out / "cat") == before
 
 
 def test_a_killed_run_resumes_at_its_batch_and_ends_as_an_uninterrupted_one(runner, baseline: Path, tmp_path: Path,

@@ -14,8 +14,7 @@ from ovdiff_cli.cli import main
 from ovdiff_cli.formats.datasets import open_dataset
 from ovdiff_cli.formats.images import write_rgb_png
 from ovdiff_cli.formats.labelmap import LABELMAP_SCHEMA, OVERLAY_SCHEMA, write_label_map
-from tests.stages.test_sample import one_line_error
-from tests.stages.test_segment import colour_preset  # noqa: F401 (a fixture)
+from tests.helpers import one_line_error, write_rg_bank
 
 GT = np.array([[0, 0, 1], [1, 255, 2]], np.uint8)
 PRED = np.array([[0, 1, 1], [1, 3, 2]], np.uint8)
@@ -83,14 +82,19 @@ def test_missing_and_extra_predictions_warn_or_fail_with_strict(runner, tmp_path
     assert "2 ground truths have no prediction" in line
 
 
-def test_sizes_and_labels_that_do_not_fit_are_one_line(runner, tmp_path: Path) -> None:
+# Each row: the prediction written (tmp_path/pred/a.png), --vocab, and the parts the one error line must hold.
+@pytest.mark.parametrize("pred, vocab, parts", [
+    (PRED[:, :2].copy(), "cat,dog,sky", ["pred/a.png", "2×2", "3×2"]),
+    (PRED, "cat,", ["gt/a.png", "ground-truth label 2"]),
+], ids=["other-size", "label-beyond-the-vocabulary"])
+def test_sizes_and_labels_that_do_not_fit_are_one_line(runner, tmp_path: Path, pred: np.ndarray, vocab: str,
+                                                        parts: list[str]) -> None:
     gt = maps(tmp_path / "gt", {"a": GT})
-    small = maps(tmp_path / "small", {"a": PRED[:, :2].copy()})
-    line = one_line_error(run(runner, str(small), str(gt), "--vocab", "cat,dog,sky"))
-    assert "small/a.png" in line and "2×2" in line and "3×2" in line
-    pred = maps(tmp_path / "pred", {"a": PRED})
-    line = one_line_error(run(runner, str(pred), str(gt), "--vocab", "cat,"))
-    assert "gt/a.png" in line and "ground-truth label 2" in line
+    preds = maps(tmp_path / "pred", {"a": pred})
+    result = run(runner, str(preds), str(gt), "--vocab", vocab)
+    line = one_line_error(result)
+    assert all(part in line for part in parts), line
+    assert result.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["gt", "pred"]
 
 
 def test_no_background(runner, tmp_path: Path) -> None:
@@ -178,18 +182,30 @@ def vocab_meta(*names: str) -> dict:
     return {"schema": LABELMAP_SCHEMA, "vocabulary": from_words(list(names)).to_meta()}
 
 
-def test_vocab_must_be_the_predictions_order_included(runner, tmp_path: Path) -> None:
+NINE = [f"c{i}" for i in range(9)]
+
+
+# Each row: the prediction's recorded vocabulary, --vocab, and the parts the one error line must hold.
+@pytest.mark.parametrize("names, vocab, parts", [
+    (["cat", "dog", "sky"], "dog,cat,sky",
+     ["pred/a.png", "['cat', 'dog', 'sky']", "['dog', 'cat', 'sky']", "label 1 is 'cat' there, 'dog' in --vocab"]),
+    (["cat", "dog", "sky"], "cat,dog", ["3 classes there, 2 in --vocab"]),  # a prefix is another vocabulary
+    # beyond the names the message lists
+    (NINE, ",".join(NINE[:8] + ["other"]), ["pred/a.png", "label 9 is 'c8' there, 'other' in --vocab"]),
+], ids=["another-order", "a-prefix", "the-ninth-name"])
+def test_vocab_must_be_the_predictions_order_included(runner, tmp_path: Path, names: list[str], vocab: str,
+                                                       parts: list[str]) -> None:
+    pred = maps(tmp_path / "pred", {"a": PRED}, vocab_meta(*names))
+    gt = maps(tmp_path / "gt", {"a": GT})
+    result = run(runner, str(pred), str(gt), "--vocab", vocab)
+    line = one_line_error(result)
+    assert all(part in line for part in parts), line
+    assert result.stdout == ""
+
+
+def test_vocab_in_the_predictions_order_is_scored(runner, tmp_path: Path) -> None:
     pred = maps(tmp_path / "pred", {"a": PRED}, vocab_meta("cat", "dog", "sky"))
     gt = maps(tmp_path / "gt", {"a": GT})
-    line = one_line_error(run(runner, str(pred), str(gt), "--vocab", "dog,cat,sky"))
-    assert "pred/a.png" in line and "['cat', 'dog', 'sky']" in line and "['dog', 'cat', 'sky']" in line
-    assert "label 1 is 'cat' there, 'dog' in --vocab" in line
-    line = one_line_error(run(runner, str(pred), str(gt), "--vocab", "cat,dog"))  # a prefix is another vocabulary
-    assert "3 classes there, 2 in --vocab" in line
-    names = [f"c{i}" for i in range(9)]
-    nine = maps(tmp_path / "nine", {"a": PRED}, vocab_meta(*names))
-    line = one_line_error(run(runner, str(nine), str(gt), "--vocab", ",".join(names[:8] + ["other"])))
-    assert "label 9 is 'c8' there, 'other' in --vocab" in line  # beyond the names the message lists
     d = json.loads(run(runner, str(pred), str(gt), "--vocab", "cat,dog,sky", "--json").stdout)
     assert d["classes"] == ["background", "cat", "dog", "sky"] and d["intersection"] == [1, 2, 1, 0]
 
@@ -202,13 +218,18 @@ def test_predictions_of_two_vocabularies_are_refused(runner, tmp_path: Path) -> 
     assert "pred/b.png" in line and "pred/a.png" in line
 
 
-def test_the_dataset_vocabulary_is_checked_against_the_predictions(runner, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra, parts", [
+    ([], ["2007_000033.png", "the dataset (voc)"]),
+    (["--vocab", "cat,dog,sky"], ["--vocab", "dataset"]),
+], ids=["the-datasets-vocabulary", "vocab-with-a-dataset"])
+def test_the_dataset_vocabulary_is_checked_against_the_predictions(runner, tmp_path: Path, extra: list[str],
+                                                                   parts: list[str]) -> None:
     voc_tree(tmp_path)
     pred = maps(tmp_path / "pred", {"2007_000033": PRED, "2007_000042": GT}, vocab_meta("cat", "dog", "sky"))
-    line = one_line_error(run(runner, str(pred), str(tmp_path), "--dataset", "voc"))
-    assert "2007_000033.png" in line and "the dataset (voc)" in line
-    line = one_line_error(run(runner, str(pred), str(tmp_path), "--dataset", "voc", "--vocab", "cat,dog,sky"))
-    assert "--vocab" in line and "dataset" in line
+    result = run(runner, str(pred), str(tmp_path), "--dataset", "voc", *extra)
+    line = one_line_error(result)
+    assert all(part in line for part in parts), line
+    assert result.stdout == ""
 
 
 @pytest.mark.parametrize("make", ["empty", "other-names", "only-pictures"])
@@ -232,14 +253,14 @@ def test_nothing_to_score_is_an_error(runner, tmp_path: Path, make: str) -> None
     {"name": "v", "classes": [["cat", "cat", "plant"]]}, None,
 ], ids=["number", "string", "dict", "bare-list", "no-classes", "no-name", "numbers", "two-fields", "nested",
         "empty", "bad-kind", "null"])
-def test_malformed_recorded_vocabularies_are_one_line(runner, tmp_path: Path, vocabulary) -> None:
+@pytest.mark.parametrize("extra", [[], ["--vocab", "cat,dog,sky"]], ids=["alone", "with-vocab"])
+def test_malformed_recorded_vocabularies_are_one_line(runner, tmp_path: Path, vocabulary, extra: list[str]) -> None:
     pred = maps(tmp_path / "pred", {"a": PRED}, {"schema": LABELMAP_SCHEMA, "vocabulary": vocabulary})
     gt = maps(tmp_path / "gt", {"a": GT})
-    for extra in ([], ["--vocab", "cat,dog,sky"]):
-        result = run(runner, str(pred), str(gt), *extra, "--json")
-        # null too: a label map ovdiff wrote always records its vocabulary, so this one was edited
-        line = one_line_error(result)
-        assert "pred/a.png" in line and "vocabulary" in line and "Traceback" not in result.output
+    result = run(runner, str(pred), str(gt), *extra, "--json")
+    # null too: a label map ovdiff wrote always records its vocabulary, so this one was edited
+    line = one_line_error(result)
+    assert "pred/a.png" in line and "vocabulary" in line and "Traceback" not in result.output
 
 
 def test_predictions_are_told_by_metadata_not_by_name(runner, tmp_path: Path) -> None:
@@ -278,11 +299,9 @@ def test_a_binary_file_is_not_a_list(runner, tmp_path: Path) -> None:
     assert "a.jpg" in line and "text file" in line
 
 
-def test_score_of_segment_outputs_scores_maps_and_skips_overlays(runner, colour_preset,  # noqa: F811
+def test_score_of_segment_outputs_scores_maps_and_skips_overlays(runner, colour_preset,
                                                                  tmp_path: Path) -> None:
     """Segment's own files: a label map named a.overlay.png is a prediction, b's overlay is not."""
-    from tests.stages.test_segment import write_rg_bank
-
     rgb = np.zeros((16, 24, 3), np.uint8)
     rgb[:, :12, 0] = 255
     rgb[:, 12:, 1] = 255

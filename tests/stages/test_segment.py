@@ -4,7 +4,6 @@ that every label can be worked out by hand."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -13,96 +12,11 @@ import torch
 from PIL import Image
 
 from ovdiff_cli.cli import main
-from ovdiff_cli.core.bank import Rows
 from ovdiff_cli.formats.candidates import Candidates, write_candidates
 from ovdiff_cli.formats.labelmap import PALETTE, read_label_map
-from ovdiff_cli.formats.prototypes import Bank, write_bank
 from ovdiff_cli.formats.segmentation import read_explanation, read_scores
-from ovdiff_cli.formats.vocabulary import build
-from ovdiff_cli.models import registry
-from tests.stages.test_sample import files_of, one_line_error
-
-S = 1 / math.sqrt(2)
-
-
-class ColourFeatures:
-    """D = 2: the mean red and green of each 8 × 8 block of the window."""
-
-    name = "dino"
-    dim = 2
-
-    def settings(self) -> dict:
-        return {"extractor": "dino", "model": "colour"}
-
-    def window_input(self, window: torch.Tensor) -> torch.Tensor:
-        return window  # sees a test window as it is
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.avg_pool2d(images[:, :2].float(), 8)
-
-
-class FlatFeatures:
-    """D = 2, the same (1, 0) in every cell: a second extractor that always says "red"."""
-
-    name = "flat"
-    dim = 2
-
-    def settings(self) -> dict:
-        return {"extractor": "flat"}
-
-    def window_input(self, window: torch.Tensor) -> torch.Tensor:
-        return window  # sees a test window as it is
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        f = torch.zeros(images.shape[0], 2, images.shape[-2] // 8, images.shape[-1] // 8)
-        f[:, 0] = 1
-        return f
-
-
-@pytest.fixture
-def colour_preset():
-    comp = registry.Component("colour", "block colours for tests", lambda f, d, t: ColourFeatures(), tiny=True)
-    flat = registry.Component("flat", "always red, for tests", lambda f, d, t: FlatFeatures(), tiny=True)
-    registry.register_preset(registry.Preset("colour", "tests", {"extractor.dino": comp, "extractor.flat": flat},
-                                             tiny=True), replace_existing=True)
-    yield
-    registry.unregister_preset("colour")
-    registry.clear_cache()
-
-
-def side(rows: list[list[float]], owners: list[int]) -> Rows:
-    n = len(rows)
-    return Rows(torch.tensor(rows, dtype=torch.float32).reshape(n, 2), torch.tensor(owners, dtype=torch.long),
-                torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long))
-
-
-def write_rg_bank(folder: Path, extractor: str = "dino", bg_mode: str = "all") -> Path:
-    """red: fg (1, 0); green: fg (0, 1); one background prototype of red's, the diagonal (none for bg_mode zero)."""
-    vocab = build("rg", [("red", None, None), ("green", None, None)])
-    features = ColourFeatures().settings() if extractor == "dino" else FlatFeatures().settings()
-    meta = {"extractor": extractor, "models": {"preset": "colour"}, "inputs": {}, "sources": {},
-            "features": features, "settings": {"bg_mode": bg_mode}}
-    bg = side([[S, S]], [1]) if bg_mode != "zero" else side([], [])
-    write_bank(folder / f"bank.{extractor}.safetensors", Bank(side([[1, 0], [0, 1]], [1, 2]), bg, vocab, meta))
-    return folder
-
-
-@pytest.fixture
-def bank(tmp_path: Path) -> Path:
-    return write_rg_bank(tmp_path / "banks")
-
-
-@pytest.fixture
-def image(tmp_path: Path) -> Path:
-    rgb = np.zeros((64, 96, 3), np.uint8)
-    rgb[:, :48, 0] = 255   # left half red
-    rgb[:, 48:, 1] = 255   # right half green
-    Image.fromarray(rgb).save(tmp_path / "rg.png")
-    return tmp_path / "rg.png"
-
-
-def segment(runner, *args: str):
-    return runner.invoke(main, ["segment", *args, "--models", "colour", "--short-side", "64"])
+from tests.helpers import S, files_of, one_line_error, write_rg_bank
+from tests.helpers import segment_by_colour as segment
 
 
 def test_labels_by_hand(runner, colour_preset, bank: Path, image: Path, tmp_path: Path) -> None:
@@ -178,20 +92,31 @@ def test_odd_images_are_converted_with_a_warning_and_shards_split_them(runner, c
     assert result.stdout.split() == [str(tmp_path / "shard" / "rgba.png")]
 
 
-def test_bad_input(runner, colour_preset, bank: Path, image: Path, tmp_path: Path) -> None:
-    line = one_line_error(segment(runner, str(tmp_path / "none.png"), "--bank", str(bank)))
-    assert "none.png" in line
-    line = one_line_error(segment(runner, str(image), "--bank", str(tmp_path)))
-    assert "bank" in line and "ovdiff filter-stuff" in line
-    twin = tmp_path / "sub" / "rg.png"
+def _twin(image: Path) -> Path:
+    """A copy of ``image`` in a subfolder: another image with the same output name."""
+    twin = image.parent / "sub" / image.name
     twin.parent.mkdir()
     twin.write_bytes(image.read_bytes())
-    line = one_line_error(segment(runner, str(image), str(twin), "--bank", str(bank), "--no-prefilter"))
-    assert "rg.png" in line
+    return twin
+
+
+COLOUR = ["--models", "colour", "--short-side", "64"]
+
+
+# Each row: the arguments after ``segment`` (from the image, the bank folder and tmp_path) and the parts
+# the one error line must hold.
+@pytest.mark.parametrize("args, parts", [
+    (lambda im, bank, tmp: [str(tmp / "none.png"), "--bank", str(bank), *COLOUR], ["none.png"]),
+    (lambda im, bank, tmp: [str(im), "--bank", str(tmp), *COLOUR], ["bank", "ovdiff filter-stuff"]),
+    (lambda im, bank, tmp: [str(im), str(_twin(im)), "--bank", str(bank), "--no-prefilter", *COLOUR], ["rg.png"]),
     # the tiny preset's DINO is not the extractor the bank was made with
-    result = runner.invoke(main, ["segment", str(image), "--bank", str(bank), "--models", "tiny", "--no-prefilter",
-                                  "-o", str(tmp_path / "x")])
-    assert "other feature settings" in one_line_error(result)
+    (lambda im, bank, tmp: [str(im), "--bank", str(bank), "--models", "tiny", "--no-prefilter"],
+     ["other feature settings"]),
+], ids=["missing-image", "folder-without-a-bank", "two-images-one-output-name", "bank-of-another-extractor"])
+def test_bad_input(runner, colour_preset, bank: Path, image: Path, tmp_path: Path, args, parts: list[str]) -> None:
+    line = one_line_error(runner.invoke(main, ["segment", *args(image, bank, tmp_path), "-o", str(tmp_path / "x")]))
+    assert all(part in line for part in parts), line
+    assert not (tmp_path / "x").exists()
 
 
 def test_window_sizes_and_stride_are_options(runner, colour_preset, bank: Path, image: Path, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """`ovdiff segment` reruns, refusals and concurrent runs (issue 12, cases 1, 2, 4 and 12).
 
-The hand-made colour extractor and red/green bank of test_segment make every label known: the
+The hand-made colour extractor and red/green bank of tests/helpers.py make every label known: the
 image ``rg.png`` (left half red, right half green) gives ``RG`` below, its mirror image the mirror.
 """
 
@@ -20,9 +20,9 @@ from PIL import Image
 
 from ovdiff_cli.formats import provenance
 from ovdiff_cli.formats.candidates import Candidates, write_candidates
-from ovdiff_cli.formats.labelmap import LABELMAP_SCHEMA, OVERLAY_SCHEMA, read_label_map, write_label_map
-from tests.stages.test_sample import files_of, one_line_error
-from tests.stages.test_segment import bank, colour_preset, image, segment  # noqa: F401 (fixtures)
+from ovdiff_cli.formats.labelmap import LABELMAP_SCHEMA, OVERLAY_SCHEMA, read_label_map
+from tests.helpers import files_of, one_line_error, write_rg_bank
+from tests.helpers import segment_by_colour as segment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,7 +57,7 @@ def meta_of(path: Path) -> dict:
 # --- case 1: the image's content decides, not its name ---------------------------------------------------------
 
 
-def test_another_image_of_the_same_name_is_segmented_again(runner, colour_preset, bank: Path,  # noqa: F811
+def test_another_image_of_the_same_name_is_segmented_again(runner, colour_preset, bank: Path,
                                                            tmp_path: Path) -> None:
     first = save(tmp_path / "d1" / "photo.png", rg_picture())
     second = save(tmp_path / "d2" / "photo.png", rg_picture(mirrored=True))
@@ -73,7 +73,7 @@ def test_another_image_of_the_same_name_is_segmented_again(runner, colour_preset
     assert meta["inputs"]["image_sha256"] == sha256(second) and meta["image"] == str(second)
 
 
-def test_an_image_edited_in_place_is_segmented_again(runner, colour_preset, bank: Path,  # noqa: F811
+def test_an_image_edited_in_place_is_segmented_again(runner, colour_preset, bank: Path,
                                                      tmp_path: Path) -> None:
     photo = save(tmp_path / "photo.png", rg_picture())
     out = tmp_path / "seg"
@@ -88,7 +88,7 @@ def test_an_image_edited_in_place_is_segmented_again(runner, colour_preset, bank
         assert meta_of(out / name)["inputs"]["image_sha256"] == sha256(photo)
 
 
-def test_a_stale_side_file_not_asked_for_is_removed(runner, colour_preset, bank: Path,  # noqa: F811
+def test_a_stale_side_file_not_asked_for_is_removed(runner, colour_preset, bank: Path,
                                                     tmp_path: Path) -> None:
     photo = save(tmp_path / "photo.png", rg_picture())
     out = tmp_path / "seg"
@@ -100,10 +100,8 @@ def test_a_stale_side_file_not_asked_for_is_removed(runner, colour_preset, bank:
     assert sorted(p.name for p in out.iterdir()) == ["photo.png"]
 
 
-def test_other_banks_with_the_same_paths_are_inputs_that_changed(runner, colour_preset, bank: Path,  # noqa: F811
-                                                                 image: Path, tmp_path: Path) -> None:  # noqa: F811
-    from tests.stages.test_segment import write_rg_bank
-
+def test_other_banks_with_the_same_paths_are_inputs_that_changed(runner, colour_preset, bank: Path,
+                                                                 image: Path, tmp_path: Path) -> None:
     out = tmp_path / "seg"
     args = [str(image), "--bank", str(bank), "--no-prefilter", "-o", str(out)]
     assert segment(runner, *args).exit_code == 0
@@ -123,7 +121,7 @@ def test_other_banks_with_the_same_paths_are_inputs_that_changed(runner, colour_
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
-def test_segmenting_photos_into_their_own_folder_is_refused(runner, colour_preset, bank: Path,  # noqa: F811
+def test_segmenting_photos_into_their_own_folder_is_refused(runner, colour_preset, bank: Path,
                                                             tmp_path: Path, overwrite: bool) -> None:
     photos = tmp_path / "photos"
     a, b = save(photos / "a.png", rg_picture()), save(photos / "b.png", rg_picture(mirrored=True))
@@ -135,8 +133,8 @@ def test_segmenting_photos_into_their_own_folder_is_refused(runner, colour_prese
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
-def test_label_maps_given_as_images_are_not_replaced_by_their_own_label_maps(runner, colour_preset,  # noqa: F811
-                                                                            bank: Path, image: Path,  # noqa: F811
+def test_label_maps_given_as_images_are_not_replaced_by_their_own_label_maps(runner, colour_preset,
+                                                                            bank: Path, image: Path,
                                                                             tmp_path: Path, overwrite: bool) -> None:
     out = tmp_path / "seg"
     assert segment(runner, str(image), "--bank", str(bank), "--no-prefilter", "-o", str(out)).exit_code == 0
@@ -149,8 +147,8 @@ def test_label_maps_given_as_images_are_not_replaced_by_their_own_label_maps(run
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
-def test_a_users_file_where_an_output_goes_is_never_replaced(runner, colour_preset, bank: Path,  # noqa: F811
-                                                             image: Path, tmp_path: Path,  # noqa: F811
+def test_a_users_file_where_an_output_goes_is_never_replaced(runner, colour_preset, bank: Path,
+                                                             image: Path, tmp_path: Path,
                                                              overwrite: bool) -> None:
     out = tmp_path / "seg"
     save(out / "rg.png", rg_picture(mirrored=True))  # a photo of the user's, not an input this time
@@ -170,8 +168,8 @@ def test_a_users_file_where_an_output_goes_is_never_replaced(runner, colour_pres
 # --- case 12: side files never collide with outputs; label maps and overlays say what they are ---------------------
 
 
-def test_an_image_named_like_anothers_overlay_is_refused_up_front(runner, colour_preset,  # noqa: F811
-                                                                  bank: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_an_image_named_like_anothers_overlay_is_refused_up_front(runner, colour_preset,
+                                                                  bank: Path, tmp_path: Path) -> None:
     a = save(tmp_path / "in" / "a.png", rg_picture())
     a_overlay = save(tmp_path / "in" / "a.overlay.png", rg_picture(mirrored=True))
     out = tmp_path / "seg"
@@ -191,7 +189,7 @@ def test_an_image_named_like_anothers_overlay_is_refused_up_front(runner, colour
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
-def test_a_label_map_where_an_overlay_goes_is_refused(runner, colour_preset, bank: Path,  # noqa: F811
+def test_a_label_map_where_an_overlay_goes_is_refused(runner, colour_preset, bank: Path,
                                                       tmp_path: Path, overwrite: bool) -> None:
     a = save(tmp_path / "in" / "a.png", rg_picture())
     a_overlay = save(tmp_path / "other" / "a.overlay.png", rg_picture(mirrored=True))
@@ -205,7 +203,7 @@ def test_a_label_map_where_an_overlay_goes_is_refused(runner, colour_preset, ban
     assert files_of(out) == before  # neither a.png nor its overlay written
 
 
-def test_label_maps_and_overlays_carry_their_schema(runner, colour_preset, bank: Path, image: Path,  # noqa: F811
+def test_label_maps_and_overlays_carry_their_schema(runner, colour_preset, bank: Path, image: Path,
                                                     tmp_path: Path) -> None:
     out = tmp_path / "seg"
     result = segment(runner, str(image), "--bank", str(bank), "--no-prefilter", "-o", str(out), "--overlay",
@@ -225,7 +223,7 @@ def test_label_maps_and_overlays_carry_their_schema(runner, colour_preset, bank:
 # --- candidates: the active classes are inputs, and a stale record is refused ---------------------------------------
 
 
-def test_candidates_are_inputs_of_the_label_map(runner, colour_preset, bank: Path, image: Path,  # noqa: F811
+def test_candidates_are_inputs_of_the_label_map(runner, colour_preset, bank: Path, image: Path,
                                                 tmp_path: Path) -> None:
     cands = tmp_path / "c.jsonl"
     out = tmp_path / "seg"
@@ -246,7 +244,7 @@ def test_candidates_are_inputs_of_the_label_map(runner, colour_preset, bank: Pat
 
 # --- case 4: two processes, one output folder -----------------------------------------------------------------------
 
-# The colour extractor of test_segment in a real `ovdiff` process. Its first call touches $MARK, then
+# The colour extractor of tests/helpers.py in a real `ovdiff` process. Its first call touches $MARK, then
 # waits for $GO (when set), so the test knows the process holds its image's lock and can keep it there.
 CHILD = r"""
 import os, sys, time
@@ -301,7 +299,7 @@ def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
-def test_a_run_with_other_settings_waits_then_refuses(tmp_path: Path, bank: Path, image: Path) -> None:  # noqa: F811
+def test_a_run_with_other_settings_waits_then_refuses(tmp_path: Path, bank: Path, image: Path) -> None:
     out = tmp_path / "seg"
     args = [str(image), "--bank", str(bank), "--no-prefilter", "-o", str(out)]
     first = start(tmp_path, "first", args, go=True)
@@ -325,7 +323,7 @@ def test_a_run_with_other_settings_waits_then_refuses(tmp_path: Path, bank: Path
     assert sorted(p.name for p in out.iterdir()) == ["rg.png"]  # no lock file left
 
 
-def test_an_identical_run_waits_then_reuses(tmp_path: Path, bank: Path, image: Path) -> None:  # noqa: F811
+def test_an_identical_run_waits_then_reuses(tmp_path: Path, bank: Path, image: Path) -> None:
     out = tmp_path / "seg"
     args = [str(image), "--bank", str(bank), "--no-prefilter", "-o", str(out)]
     first = start(tmp_path, "first", args, go=True)
@@ -342,7 +340,7 @@ def test_an_identical_run_waits_then_reuses(tmp_path: Path, bank: Path, image: P
     assert (read_label_map(out / "rg.png") == RG[None]).all()
 
 
-def test_shards_into_one_folder_run_side_by_side(tmp_path: Path, bank: Path) -> None:  # noqa: F811
+def test_shards_into_one_folder_run_side_by_side(tmp_path: Path, bank: Path) -> None:
     a = save(tmp_path / "in" / "a.png", rg_picture())
     b = save(tmp_path / "in" / "b.png", rg_picture(mirrored=True))
     out = tmp_path / "seg"

@@ -27,8 +27,7 @@ from ovdiff_cli.formats.supportset import SupportSet
 from ovdiff_cli.formats.vocabulary import slugify
 from ovdiff_cli.models import registry
 from ovdiff_cli.stages.attribute import attribute
-from tests.stages.test_attribute import by_hand
-from tests.stages.test_sample import files_of, one_line_error
+from tests.helpers import attribution_by_hand, files_of, one_line_error
 
 TINY = ["--models", "tiny"]
 SMALL = ["-n", "2", "--batch-size", "2", "--steps", "1", *TINY]
@@ -314,15 +313,21 @@ def test_from_images_usage_errors(runner, tmp_path: Path, args: list[str], expec
     assert not (tmp_path / "ws").exists()
 
 
-def test_from_images_with_a_missing_or_broken_photo_is_one_line_and_writes_nothing(runner, tmp_path: Path,
-                                                                                    photos: list[Path]) -> None:
+def _broken_png(tmp_path: Path) -> Path:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    for bad in (tmp_path / "none.jpg", broken):
-        line = one_line_error(runner.invoke(main, ["sample", "mug", "--from-images", str(photos[0]), str(bad), *TINY,
-                                                   "-o", str(tmp_path / "ws")]))
-        assert str(bad) in line
-        assert not (tmp_path / "ws").exists()
+    return broken
+
+
+@pytest.mark.parametrize("make_bad", [lambda tmp: tmp / "none.jpg", _broken_png], ids=["missing", "broken"])
+def test_from_images_with_a_missing_or_broken_photo_is_one_line_and_writes_nothing(runner, tmp_path: Path,
+                                                                                    photos: list[Path],
+                                                                                    make_bad) -> None:
+    bad = make_bad(tmp_path)
+    line = one_line_error(runner.invoke(main, ["sample", "mug", "--from-images", str(photos[0]), str(bad), *TINY,
+                                               "-o", str(tmp_path / "ws")]))
+    assert str(bad) in line
+    assert not (tmp_path / "ws").exists()
 
 
 # -- attribute: inputs by content, models in the settings -----------------------------------------
@@ -348,7 +353,7 @@ def test_a_resampled_recording_makes_the_attribution_stale_and_other_settings_re
     synthetic_set(s.path, seed=1)  # the set resampled with the same settings
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
-    _, a = by_hand(s.read_crossattn(), [1], [0, 1], 16)
+    _, a = attribution_by_hand(s.read_crossattn(), [1], [0, 1], 16)
     assert np.allclose(s.read_attribution().maps.numpy(), a, atol=1e-5)
     assert s.read_attribution().meta["inputs"] == {"crossattn.safetensors": sha(s.crossattn_path)}
     line = one_line_error(runner.invoke(main, ["attribute", str(s.path), "--attn-layers", "1"]))
