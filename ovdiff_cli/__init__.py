@@ -1,6 +1,6 @@
 """ovdiff: open-vocabulary segmentation with diffusion-generated prototypes (OVDiff).
 
-The package is layered (see DESIGN.md §2): ``commands`` → ``stages`` → ``core``, ``models``,
+The package is layered (see docs/design.md §2): ``commands`` → ``stages`` → ``core``, ``models``,
 ``formats``. Importing this module is cheap: it does not import torch.
 """
 

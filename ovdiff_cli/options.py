@@ -1,6 +1,6 @@
 """Options shared by several commands, each defined once so that a name means one thing everywhere.
 
-Index (DESIGN.md §4):
+Index (docs/design.md §4):
 
 ========================  ==================================================================
 ``-o, --output PATH``     where outputs go (a folder for multi-file outputs): :func:`output`

@@ -5,7 +5,7 @@ backgrounds: "ruby" (red, horizontal stripes), "jade" (green, vertical stripes),
 checks). The generator draws one object of the prompt's class per image and records attention
 that follows the drawn object; the extractor describes each 4 × 4 block by its saturation-weighted
 hue; the scorer embeds an image by how much of each hue it shows. A method that fits together as
-METHOD.md says must segment new images of this world almost perfectly.
+docs/method.md says must segment new images of this world almost perfectly.
 """
 
 from __future__ import annotations

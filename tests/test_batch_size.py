@@ -1,4 +1,4 @@
-"""Batch size is part of no identity (issue 12, case 15).
+"""Batch size is part of no identity (docs/design.md §4.1).
 
 A batch size only changes the order of floating-point sums, so: identical settings, batch size
 included, give byte-identical files; other batch sizes agree within 1e-5; and a rerun with another

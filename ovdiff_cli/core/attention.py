@@ -1,4 +1,4 @@
-"""Cross-attention recording and attribution maps as tensor functions (METHOD.md §1–2), and the
+"""Cross-attention recording and attribution maps as tensor functions (docs/method.md §1–2), and the
 records they fill: :class:`CrossAttention`, :class:`AttentionBatch`, :class:`Attribution`."""
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def accumulate_maps(probs: torch.Tensor, positions: torch.Tensor, out: int = 64)
 
 def raw_attribution(attn: torch.Tensor, counts: torch.Tensor, token_index: Sequence[int],
                     layers: Sequence[int]) -> torch.Tensor:
-    """Â of METHOD.md §2: the mean over the phrase's tokens of the mean over steps, layers and heads.
+    """Â of docs/method.md §2: the mean over the phrase's tokens of the mean over steps, layers and heads.
 
     attn [N, L, T, G, G] holds per (image, layer, token) the sum of ``counts`` [N, L] maps;
     ``token_index`` indexes T, ``layers`` indexes L. Returns float32 [N, G, G].

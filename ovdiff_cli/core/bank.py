@@ -1,4 +1,4 @@
-"""A vocabulary's bank of prototypes and the stuff filter (METHOD.md §5) as tensor functions.
+"""A vocabulary's bank of prototypes and the stuff filter (docs/method.md §5) as tensor functions.
 
 Each class arrives as its raw prototypes per side, split by kind; rows leave L2-normalised with
 their owner label, kind (0 class, 1 instance, 2 part) and row index within that kind.
@@ -74,7 +74,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def stuff_filter(fg: Rows, bg: Rows, stuff_labels: set[int], settings: BankSettings = BankSettings()) -> Filtered:
-    """Steps 2–3 of METHOD.md §5 on raw rows; returns the bg rows that stay and why others went.
+    """Steps 2–3 of docs/method.md §5 on raw rows; returns the bg rows that stay and why others went.
 
     compare="stuff": stuff classes lose every bg row; a thing's bg row goes when its cosine with
     any stuff class's fg row exceeds the threshold. compare="all": every class keeps its bg rows

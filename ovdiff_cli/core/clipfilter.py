@@ -1,4 +1,4 @@
-"""The CLIP multi-label category pre-filter (METHOD.md §6) as plain functions.
+"""The CLIP multi-label category pre-filter (docs/method.md §6) as plain functions.
 
 Inputs are unit embeddings: the image g [E], the class prompts "a {prompt}" [C, E] of the
 thing candidates, and later the subset prompts [S, E]. Nothing here encodes anything.

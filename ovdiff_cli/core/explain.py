@@ -1,4 +1,4 @@
-"""From pixels back to the prototypes that decided them (METHOD.md §9) as tensor functions."""
+"""From pixels back to the prototypes that decided them (docs/method.md §9) as tensor functions."""
 
 from __future__ import annotations
 

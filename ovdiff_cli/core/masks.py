@@ -1,4 +1,4 @@
-"""Foreground and background masks of support images from proposals and attribution (METHOD.md §3).
+"""Foreground and background masks of support images from proposals and attribution (docs/method.md §3).
 
 All masks are bool tensors [H, W] (or [J, H, W]) on the attribution's grid; attribution maps
 are float in [0, 1]. Nothing here knows where proposals come from.
@@ -57,12 +57,12 @@ def erode_cross(mask: torch.Tensor) -> torch.Tensor:
 
 
 def fallback(attribution: torch.Tensor, settings: MaskSettings) -> tuple[torch.Tensor, torch.Tensor]:
-    """fg = A > fallback_fg, bg = A < fallback_bg, no erosion (METHOD.md §3.3)."""
+    """fg = A > fallback_fg, bg = A < fallback_bg, no erosion (docs/method.md §3.3)."""
     return attribution > settings.fallback_fg, attribution < settings.fallback_bg
 
 
 def select(instances: torch.Tensor, attribution: torch.Tensor, settings: MaskSettings = MaskSettings()) -> Selection:
-    """Eq. 1 with the refinements of METHOD.md §3.2 (R1, R2).
+    """Eq. 1 with the refinements of docs/method.md §3.2 (R1, R2).
 
     instances [J, H, W] bool in detector order; attribution [H, W]. Empty proposals are dropped;
     proposals are ranked by mean attribution (ties: list order); each pixel goes to the best

@@ -1,4 +1,4 @@
-"""Prototypes from dense features and masks (METHOD.md §3.5, §4.2) as pure functions.
+"""Prototypes from dense features and masks (docs/method.md §3.5, §4.2) as pure functions.
 
 Shapes: support masks [N, S, S] bool; features of one image [D, h, w] float32; pooled pixel
 features [P, D] with their (n, y, x) index [P, 3].

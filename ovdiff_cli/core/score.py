@@ -1,4 +1,4 @@
-"""mIoU as mmsegmentation computes it (METHOD.md §8): additive per-class counts over a whole split.
+"""mIoU as mmsegmentation computes it (docs/method.md §8): additive per-class counts over a whole split.
 
 Per image, with v = (ground truth ≠ ignore): I_c += |pred = c ∧ gt = c ∧ v|, P_c += |pred = c ∧ v|,
 L_c += |gt = c ∧ v|. IoU_c = I_c / (P_c + L_c − I_c) over the split, NaN when the class is in neither.

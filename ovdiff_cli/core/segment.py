@@ -1,4 +1,4 @@
-"""Dense prediction by nearest prototype (METHOD.md §7.3–7.6) and the explanation record (§9).
+"""Dense prediction by nearest prototype (docs/method.md §7.3–7.6) and the explanation record (§9).
 
 Shapes: C = classes of the vocabulary; score maps have C + 1 channels, channel 0 = background.
 Bank rows arrive L2-normalised with their owner label (1..C).
@@ -56,7 +56,7 @@ def class_scores(features: torch.Tensor, fg: BankRows, bg: BankRows, active: tor
 
 
 class Accumulator:
-    """Σ and K of METHOD.md §7.3–7.4 over an H × W image."""
+    """Σ and K of docs/method.md §7.3–7.4 over an H × W image."""
 
     def __init__(self, n: int, h: int, w: int, device: torch.device | str) -> None:
         self.sum = torch.zeros(n, h, w, device=device)
@@ -77,7 +77,7 @@ class Accumulator:
 
 
 class BestRows:
-    """For one extractor (METHOD.md §9): per class and pixel, the best (similarity, bank row) over
+    """For one extractor (docs/method.md §9): per class and pixel, the best (similarity, bank row) over
     the windows covering it; grid cells map to pixels by nearest."""
 
     def __init__(self, n: int, h: int, w: int, device: torch.device | str) -> None:
@@ -103,7 +103,7 @@ class BestRows:
 
 
 def decide(scores: torch.Tensor, settings: SegmentSettings = SegmentSettings(), bg_zero: bool = False) -> torch.Tensor:
-    """Labels [H, W] from scores [C+1, H, W] (METHOD.md §7.6): scores ≤ floor → 0, argmax with ties
+    """Labels [H, W] from scores [C+1, H, W] (docs/method.md §7.6): scores ≤ floor → 0, argmax with ties
     to the lowest index, so background wins ties and all-≤-0 pixels are background. A bank without
     bg prototypes (``bg_zero``): S_0 = 0 and class scores ≤ bg_threshold → 0. Without background
     (the no-background protocol): argmax over the classes alone, no floor."""
@@ -134,7 +134,7 @@ def _shifted(x: torch.Tensor, d: int) -> list[torch.Tensor]:
 
 
 def pamr_affinity(image: torch.Tensor, dilations: tuple[int, ...] = PAMR_DILATIONS) -> torch.Tensor:
-    """α [8·len(dilations), H, W] of METHOD.md §7.5 for image [3, H, W] (float, 0–255)."""
+    """α [8·len(dilations), H, W] of docs/method.md §7.5 for image [3, H, W] (float, 0–255)."""
     image = image.float()
     neigh = [torch.stack(_shifted(image, d), dim=1) for d in dilations]          # each [3, 8, H, W]
     centre = image[:, None]

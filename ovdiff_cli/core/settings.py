@@ -1,4 +1,4 @@
-"""Frozen settings of the stages, with the method's defaults (METHOD.md §0.1, §1, §2).
+"""Frozen settings of the stages, with the method's defaults (docs/method.md §0.1, §1, §2).
 
 Each is written into the metadata of the files it shapes, so a rerun can tell whether an
 existing output was made the same way.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-#: The official release's negative prompt (METHOD.md §1).
+#: The official release's negative prompt (docs/method.md §1).
 NEGATIVE_PROMPT = "text, low quality, blurry, cartoon, meme, low resolution, bad, poor, faded"
 
 #: The official release's template; paper v1 used "A good photo of a {}".
@@ -24,7 +24,7 @@ PAMR_DILATIONS: tuple[int, ...] = (1, 2, 4, 8, 12, 24)
 
 @dataclass(frozen=True)
 class SampleSettings:
-    """How support images are drawn (METHOD.md §1)."""
+    """How support images are drawn (docs/method.md §1)."""
 
     num_images: int = 32
     batch_size: int = 8
@@ -50,7 +50,7 @@ RENOISE_TIMESTEPS = (100, 250, 400, 550, 700)
 
 @dataclass(frozen=True)
 class AttributeSettings:
-    """How attribution maps are made from recorded attention (METHOD.md §2)."""
+    """How attribution maps are made from recorded attention (docs/method.md §2)."""
 
     layers: tuple[int, ...] = tuple(range(16))
     size: int = 512
@@ -62,7 +62,7 @@ class AttributeSettings:
 
 @dataclass(frozen=True)
 class MaskSettings:
-    """How support masks are chosen (METHOD.md §3)."""
+    """How support masks are chosen (docs/method.md §3)."""
 
     proposer: str = "cutler"          # "cutler" (or another registered proposer) or "threshold"
     score_threshold: float = 0.35     # CutLER detections kept above this score
@@ -83,7 +83,7 @@ class MaskSettings:
 
 @dataclass(frozen=True)
 class PrototypeSettings:
-    """How prototypes are pooled from features (METHOD.md §4.2)."""
+    """How prototypes are pooled from features (docs/method.md §4.2)."""
 
     clusters: int = 32            # K parts per side (k-means)
     kmeans_max_iter: int = 300
@@ -97,7 +97,7 @@ class PrototypeSettings:
 
 @dataclass(frozen=True)
 class BankSettings:
-    """How a vocabulary's prototypes become a bank (METHOD.md §5, §0.1)."""
+    """How a vocabulary's prototypes become a bank (docs/method.md §5, §0.1)."""
 
     threshold: float = 0.85                          # a thing's bg prototype above this cosine with stuff fg goes
     stuff_filter: bool = True                        # False: --no-stuff-filter (steps 2-3 skipped)
@@ -113,7 +113,7 @@ class BankSettings:
 
 @dataclass(frozen=True)
 class SegmentSettings:
-    """How a test image is segmented (METHOD.md §7)."""
+    """How a test image is segmented (docs/method.md §7)."""
 
     short_side: int = 448
     crops: tuple[tuple[int, int], ...] = ((448, 224), (336, 224))  # (crop, stride)

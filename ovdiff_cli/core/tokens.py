@@ -1,4 +1,4 @@
-"""Where the class phrase sits in a prompt's tokens (METHOD.md §1, "Target positions").
+"""Where the class phrase sits in a prompt's tokens (docs/method.md §1, "Target positions").
 
 Positions count in the text encoder's token sequence (``CONTEXT_LENGTH`` long), BOS at 0.
 Tokens are compared as strings, so these functions need no tokenizer: the caller tokenises the
@@ -36,7 +36,7 @@ def phrase_positions(prompt: Sequence[str], prefix: Sequence[str], phrase: Seque
     ``prompt``, ``prefix`` and ``phrase`` are token strings without BOS/EOS. The phrase is
     expected right after the prefix; when a BPE merge across the boundary moves it, it is
     searched for from the prefix's last token on. Template words before it never count, so a
-    phrase starting with "a" is not found in "A good picture of a" (METHOD.md §12, R3).
+    phrase starting with "a" is not found in "A good picture of a" (docs/method.md §12, R3).
 
     Raises ValueError when the phrase is empty or absent.
     """

@@ -1,4 +1,4 @@
-"""Test-time resizing and sliding windows (METHOD.md §7.1–7.2)."""
+"""Test-time resizing and sliding windows (docs/method.md §7.1–7.2)."""
 
 from __future__ import annotations
 

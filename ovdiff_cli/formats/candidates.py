@@ -37,7 +37,7 @@ CANDIDATES_SCHEMA = "ovdiff.candidates/1"
 
 @dataclass(frozen=True)
 class Candidates:
-    """The CLIP pre-filter's decision for one image (METHOD.md §6)."""
+    """The CLIP pre-filter's decision for one image (docs/method.md §6)."""
 
     image: str
     scores: dict[str, float]

@@ -1,4 +1,4 @@
-"""Benchmark dataset folders as users have them on disk (METHOD.md §10.2), read by name.
+"""Benchmark dataset folders as users have them on disk (docs/method.md §10.2), read by name.
 
 Each gives its image/ground-truth pairs of the validation split, the built-in vocabulary and
 its protocol. Ground truths are label maps: 0 background, i the i-th class, 255 ignore.

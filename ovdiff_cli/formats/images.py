@@ -1,6 +1,6 @@
 """Image files: decoding any user image to 8-bit RGB, and PNGs with ovdiff metadata.
 
-Decoding follows METHOD.md §7.1: grayscale → the channel replicated; RGBA/LA → alpha dropped (no
+Decoding follows docs/method.md §7.1: grayscale → the channel replicated; RGBA/LA → alpha dropped (no
 compositing); palette → RGB; more than 8 bits → scaled to 8 bits. Every image is turned upright by
 its EXIF orientation first, and refused from its header when it has more pixels than
 $OVDIFF_MAX_PIXELS (default :data:`DEFAULT_MAX_PIXELS`).
@@ -71,7 +71,7 @@ def _clip_words(text: str, most: int = 100) -> str:
 
 
 def _upright(im: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation, so pixels are what a viewer shows (METHOD.md §7.1, issue 12 case 8).
+    """Apply the EXIF orientation, so pixels are what a viewer shows (docs/method.md §7.1).
 
     Only an orientation tag other than 1 changes anything: images without EXIF (PNGs ovdiff writes,
     label maps, ground truths) come back as they are, text chunks included.

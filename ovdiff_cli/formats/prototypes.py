@@ -1,7 +1,7 @@
 """Prototype files (``<out>/<slug>.<extractor>.safetensors``) and banks (``<out>/bank.<extractor>.safetensors``).
 
 A prototype file holds one class's foreground and background prototypes for one extractor
-(METHOD.md §4.2), raw (not normalised), with the provenance ``explain`` needs. A bank holds every
+(docs/method.md §4.2), raw (not normalised), with the provenance ``explain`` needs. A bank holds every
 class of one vocabulary for one extractor after the stuff filter (§5), rows L2-normalised, each
 with its owner class (label 1..|C|), kind and index.
 

@@ -1,4 +1,4 @@
-"""The thing/stuff table of METHOD.md §10.3 (official release; labels obtained from ChatGPT).
+"""The thing/stuff table of docs/method.md §10.3 (official release; labels obtained from ChatGPT).
 
 173 keys: the two background spellings, the 59 Pascal-Context names and 112 further ADE-150
 names. Lookup is by class key; a key not in the table is a thing. Oddities (sea, field, sand,

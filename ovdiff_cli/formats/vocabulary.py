@@ -2,14 +2,14 @@
 
 Three spellings (``--vocab``):
 
-- a built-in benchmark vocabulary: ``voc``, ``context``, ``coco-object`` (METHOD.md §10.2);
+- a built-in benchmark vocabulary: ``voc``, ``context``, ``coco-object`` (docs/method.md §10.2);
 - a file, one class per line: ``name[<TAB>prompt[<TAB>thing|stuff]]``; ``#`` starts a comment,
   blank lines are skipped;
 - an inline comma-separated list: ``cat,dog,sky``.
 
 Label 0 is always background and is never part of a vocabulary; class ``i`` of the vocabulary is
 label ``i`` (1-based). A class's prompt defaults to its name, remapped by the prompt overlay of
-METHOD.md §10.1 unless disabled; its kind defaults to the thing/stuff table (§10.3).
+docs/method.md §10.1 unless disabled; its kind defaults to the thing/stuff table (§10.3).
 Class names become folder and file slugs (at most 60 bytes: long names keep a readable prefix and
 a digest), which must be unique.
 """
@@ -30,7 +30,7 @@ from ovdiff_cli.formats.thingstuff import Kind, kind_of
 #: Most classes a vocabulary may have: labels 1..254 (0 = background, 255 = ignore).
 MAX_CLASSES = 254
 
-#: METHOD.md §10.1: prompt text for class keys that SD and CLIP read ambiguously.
+#: docs/method.md §10.1: prompt text for class keys that SD and CLIP read ambiguously.
 PROMPT_OVERLAY: dict[str, str] = {
     "tank": "liquid tank",
     "blind": "window blinds",

@@ -1,6 +1,6 @@
 """The built-in presets: ``paper`` (the method's models) and ``tiny`` (toy, random weights).
 
-``paper`` (METHOD.md §1, §3.1, §4.1): Stable Diffusion 1.5 in fp16, DINO ViT-B/8, OpenAI CLIP
+``paper`` (docs/method.md §1, §3.1, §4.1): Stable Diffusion 1.5 in fp16, DINO ViT-B/8, OpenAI CLIP
 ViT-B/16 through open_clip, the long-sequence MAE ViT-B/16 at 448 (and ViT-L/16 for
 ``--mae-variant l16``), CutLER's cascade detector. Weights come from the Hugging Face cache or
 torch's hub cache; ``ovdiff models download`` fills both.

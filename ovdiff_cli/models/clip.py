@@ -1,7 +1,7 @@
 """CLIP through open_clip: OpenAI ViT-B/16 for the paper, a toy CLIP for the tiny preset.
 
 One object serves both CLIP roles of the method: global image/text embeddings for the
-category pre-filter (METHOD.md §6) and dense keys of a vision block as features (§4.1).
+category pre-filter (docs/method.md §6) and dense keys of a vision block as features (§4.1).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ovdiff_cli.core.tokens import CONTEXT_LENGTH, VOCAB_SIZE
 
-#: CLIP's own normalisation statistics (METHOD.md §4.1, `--clip-norm clip`).
+#: CLIP's own normalisation statistics (docs/method.md §4.1, `--clip-norm clip`).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -58,7 +58,7 @@ class OpenClip:
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Images [B, 3, S, S] in [0, 1] (S = :attr:`image_size`) → unit embeddings [B, E].
 
-        Normalised here with CLIP's own statistics, as the pre-filter of METHOD.md §6 does.
+        Normalised here with CLIP's own statistics, as the pre-filter of docs/method.md §6 does.
         """
         mean = torch.tensor(CLIP_MEAN, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(CLIP_STD, device=self.device).view(1, 3, 1, 1)
@@ -77,7 +77,7 @@ class OpenClip:
         """Dense keys of vision block ``block`` (−2 = second to last), CLS dropped: [B, D, h, w].
 
         ``images`` [B, 3, H, W] are already normalised (the statistics are a feature setting).
-        ``output``: the block's output tokens instead of its keys (METHOD.md's "CLIP token").
+        ``output``: the block's output tokens instead of its keys (docs/method.md's "CLIP token").
 
         Positions are interpolated bicubically when the grid differs from the trained one.
         """

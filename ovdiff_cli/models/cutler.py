@@ -91,7 +91,7 @@ def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int],
 
 
 class CutlerProposer:
-    """CutLER's detector as a :class:`~ovdiff_cli.models.interfaces.MaskProposer` (METHOD.md §3.1).
+    """CutLER's detector as a :class:`~ovdiff_cli.models.interfaces.MaskProposer` (docs/method.md §3.1).
 
     Everything around the network is here, so it can be tested with a fake ``detector``: input
     scaling, the score filter and cap, boxes scaled back to the image, clipped, empty ones

@@ -1,4 +1,4 @@
-"""Dense feature extractors of METHOD.md §4.1 as :class:`~ovdiff_cli.models.interfaces.FeatureExtractor`.
+"""Dense feature extractors of docs/method.md §4.1 as :class:`~ovdiff_cli.models.interfaces.FeatureExtractor`.
 
 - ``sd``: queries of chosen cross-attention layers of SD's UNet, one pass at t = 200 on the
   VAE latent with the empty prompt, brought to the latent grid and concatenated;
@@ -25,7 +25,7 @@ from ovdiff_cli.models.vit import ViT
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: Cross-attention layers (execution order, METHOD.md §1 table) whose queries make the SD features.
+#: Cross-attention layers (execution order, docs/method.md §1 table) whose queries make the SD features.
 SD_LAYERS: dict[str, tuple[int, ...]] = {
     "default": (0, 6, 7, 8, 9, 10, 11, 12, 15),   # first + mid + Up-1 + Up-2 + last: 7680-d for SD-1.5
     "paper-v1": (0, 7, 8, 9, 10, 11, 12, 15),     # without the mid block: 6400-d
@@ -34,7 +34,7 @@ SD_LAYERS: dict[str, tuple[int, ...]] = {
 #: SD-1.5's query width per cross-attention layer, in execution order.
 SD15_QUERY_CHANNELS = (320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320)
 
-#: Seed of the generator behind the VAE sample and the noise of support images (METHOD.md §4.1).
+#: Seed of the generator behind the VAE sample and the noise of support images (docs/method.md §4.1).
 SD_NOISE_SEED = 43
 
 
@@ -52,7 +52,7 @@ def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
 def round_to_patch(images: torch.Tensor, patch: int) -> torch.Tensor:
     """Resize each side to the nearest multiple of ``patch`` with LANCZOS (a no-op at 512 or 448).
 
-    images [B, 3, H, W] in [0, 1], as 8-bit pictures are resized (METHOD.md §4.1).
+    images [B, 3, H, W] in [0, 1], as 8-bit pictures are resized (docs/method.md §4.1).
     """
     h, w = images.shape[-2:]
     nh, nw = max(patch, round(h / patch) * patch), max(patch, round(w / patch) * patch)
@@ -74,7 +74,7 @@ def squash(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class SDFeatures:
-    """Queries of SD's cross-attention layers at one noise level (METHOD.md §4.1, "SD features")."""
+    """Queries of SD's cross-attention layers at one noise level (docs/method.md §4.1, "SD features")."""
 
     name = "sd"
 
@@ -147,7 +147,7 @@ class ViTKeys:
         self.dtype = dtype or next(model.parameters()).dtype
 
     def window_input(self, window: torch.Tensor) -> torch.Tensor:
-        """METHOD.md §4.1: DINO keeps a window whose sides are ≤ 448 as it is; a larger one is resized,
+        """docs/method.md §4.1: DINO keeps a window whose sides are ≤ 448 as it is; a larger one is resized,
         aspect kept, to short side 448 with the long side ≤ 800, and cut to whole patches (⌊H/8⌋ × ⌊W/8⌋
         cells). MAE squashes every window to 448²."""
         # The network's config says which rule is its own (set where builtin.py builds DINO and MAE).
@@ -173,7 +173,7 @@ class ViTKeys:
 
 
 class ClipKeys:
-    """Keys of CLIP's second-to-last vision block; ImageNet statistics by default (METHOD.md §4.1)."""
+    """Keys of CLIP's second-to-last vision block; ImageNet statistics by default (docs/method.md §4.1)."""
 
     name = "clip"
 

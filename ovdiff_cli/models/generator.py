@@ -4,7 +4,7 @@ Sampling runs diffusers' own ``StableDiffusionPipeline`` with a DPM-Solver++ sch
 the model's scheduler configuration. Recording swaps in an attention processor on the UNet's 16
 cross-attention layers for the duration of one call (diffusers' processor API) and restores the
 original processors afterwards. The processor computes the attention probabilities explicitly,
-so it can hand the conditional half of them to the recorder (METHOD.md §1).
+so it can hand the conditional half of them to the recorder (docs/method.md §1).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class DiffusersGenerator:
 
     # -- sampling -------------------------------------------------------------------------------
     def scheduler(self, settings: dict[str, Any]) -> Any:
-        """DPM-Solver++ from the model's noise schedule with the sampler settings of METHOD.md §1."""
+        """DPM-Solver++ from the model's noise schedule with the sampler settings of docs/method.md §1."""
         from diffusers import DPMSolverMultistepScheduler
 
         base = {k: v for k, v in self.sd.scheduler_config.items() if not k.startswith("_")}

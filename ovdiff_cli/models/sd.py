@@ -25,7 +25,7 @@ LATENT_FACTOR = 8
 #: before the UNet sees them.
 VAE_SCALE = 0.18215
 
-#: SD-1.5's noise schedule (METHOD.md §1), the base a sampler is built from. The tiny preset uses
+#: SD-1.5's noise schedule (docs/method.md §1), the base a sampler is built from. The tiny preset uses
 #: it as is; ``paper`` reads the same values from the repository's scheduler_config.json. The
 #: sampler's own settings (DPM-Solver++, order 2, 30 steps, spacing) belong to the sample stage.
 SD15_SCHEDULER: dict[str, Any] = {
@@ -94,7 +94,7 @@ class StableDiffusion:
     def cross_attention_layers(self) -> list[tuple[str, nn.Module]]:
         """The UNet's cross-attention modules in execution order: down blocks, mid, up blocks.
 
-        For SD-1.5: 16 layers, indices as the table of METHOD.md §1 (6 = mid block).
+        For SD-1.5: 16 layers, indices as the table of docs/method.md §1 (6 = mid block).
         """
         named = [(n, m) for n, m in self.unet.named_modules() if n.endswith("attn2")]
 

@@ -1,4 +1,4 @@
-"""attribute: attribution maps of a support set (METHOD.md §2).
+"""attribute: attribution maps of a support set (docs/method.md §2).
 
 From the recorded cross-attention when the folder has it. Otherwise, with ``renoise``, by
 encoding each image, noising it at a few timesteps and recording the UNet's attention to the
@@ -34,7 +34,7 @@ from ovdiff_cli.models.generator import as_generator
 from ovdiff_cli.models.interfaces import ImageAttender
 from ovdiff_cli.stages.support import load_images
 
-#: Seed of the re-noising generator (the method's test-time seed, METHOD.md §12 R9).
+#: Seed of the re-noising generator (the method's test-time seed, docs/method.md §12 R9).
 RENOISE_SEED = 43
 
 

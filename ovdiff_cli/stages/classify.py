@@ -1,4 +1,4 @@
-"""classify: the CLIP category pre-filter of each image (METHOD.md §6).
+"""classify: the CLIP category pre-filter of each image (docs/method.md §6).
 
 Per image: its global CLIP embedding; p = softmax over the thing classes of the cosines with
 "a {prompt}"; the classes with p ≥ 1/|C| (at most 10); the best "a X and a Y …" prompt over every
@@ -163,7 +163,7 @@ def _reusable(existing: Path | None, images: Sequence[Path], digests: Sequence[s
 
 
 def _warn_long_prompts(scorer: Any, prompts: list[str]) -> None:
-    """Subset prompts longer than 77 tokens get cut by the encoder; say so once (METHOD.md §6).
+    """Subset prompts longer than 77 tokens get cut by the encoder; say so once (docs/method.md §6).
 
     ``prompts`` are an image's kept classes: the subset of all of them is the longest prompt.
     """

@@ -1,4 +1,4 @@
-"""explain: the support regions behind a segmentation's pixels (METHOD.md §9).
+"""explain: the support regions behind a segmentation's pixels (docs/method.md §9).
 
 From ``<stem>.explain.safetensors`` (written by ``segment --explain``), a query (a pixel or a
 class) votes for the bank rows that decided its pixels, per extractor. Each row maps to its

@@ -1,4 +1,4 @@
-"""filter-stuff: one bank per extractor from a vocabulary's prototype files (METHOD.md §5).
+"""filter-stuff: one bank per extractor from a vocabulary's prototype files (docs/method.md §5).
 
 Files are matched to classes by the class named in their metadata, never by file name, and to
 banks by their extractor. Within a bank every file must come from the same extractor settings

@@ -1,4 +1,4 @@
-"""mask: foreground and background masks of each support image (METHOD.md §3).
+"""mask: foreground and background masks of each support image (docs/method.md §3).
 
 With a proposer (CutLER by default): its class-agnostic instance masks, plus the region none of
 them covers, are ranked by mean attribution; the top one is foreground, the lowest background

@@ -1,4 +1,4 @@
-"""prototype: foreground and background prototypes of each class, per extractor (METHOD.md §4).
+"""prototype: foreground and background prototypes of each class, per extractor (docs/method.md §4).
 
 Per extractor (loaded once), per support set: the support images' dense features, batched; the
 masks brought to the feature grid; per image with foreground on that grid, its fg and bg pixels

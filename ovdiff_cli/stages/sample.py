@@ -1,4 +1,4 @@
-"""sample: draw a support set per class with Stable Diffusion, recording cross-attention (METHOD.md §1).
+"""sample: draw a support set per class with Stable Diffusion, recording cross-attention (docs/method.md §1).
 
 Per class: reseed (python, numpy, torch) and start one CPU generator at the seed; initial noise
 is drawn from it batch after batch in float16, so every class starts from the same noises and
@@ -12,7 +12,7 @@ never mix their batches. Whether a folder is resumed, reused, replaced or refuse
 one rule of :mod:`ovdiff_cli.formats.provenance`; a folder holding any file ovdiff did not write
 (a user's photos) is refused, with or without ``--overwrite``.
 
-:func:`from_images` builds a support set from a user's images instead (METHOD.md §4.2 edge
+:func:`from_images` builds a support set from a user's images instead (docs/method.md §4.2 edge
 cases): decoded to 8-bit RGB as §7.1 says and squashed to the generator's square size.
 """
 
@@ -100,7 +100,7 @@ def plan_prompt(gen: Generator, vclass: VocabClass, template: str, free_prompt: 
 
 @contextlib.contextmanager
 def deterministic_mode() -> Iterator[None]:
-    """METHOD.md §1: deterministic algorithms (warn only), no cuDNN autotuning, a fixed cuBLAS workspace.
+    """docs/method.md §1: deterministic algorithms (warn only), no cuDNN autotuning, a fixed cuBLAS workspace.
 
     The previous settings come back afterwards: they are process-wide, and the Python API must
     not leave them changed behind a caller's back.
@@ -259,7 +259,7 @@ def sample(classes: Sequence[VocabClass], *, out: Path, preset: str, device: tor
            free_prompt: str | None = None) -> list[Path]:
     """Sample a support set for each class of this shard into ``out/<slug>``; return the folders.
 
-    ``safety_checker``: redraw what SD's safety checker flags (METHOD.md §1: off, as the official
+    ``safety_checker``: redraw what SD's safety checker flags (docs/method.md §1: off, as the official
     pipeline; ``None`` means on when the preset has one and its weights are cached).
     """
     if free_prompt is not None and len(classes) != 1:
@@ -292,8 +292,8 @@ def from_images(vclass: VocabClass, photos: Sequence[Path], *, out: Path, preset
                 dtype: torch.dtype, overwrite: bool = False) -> Path:
     """Build ``out/<slug>`` from a user's images instead of drawing it; return the folder.
 
-    Each photo is decoded to 8-bit RGB (METHOD.md §7.1, with its EXIF orientation applied) and
-    squashed (LANCZOS, aspect ratio ignored) to the preset generator's square size, as METHOD.md
+    Each photo is decoded to 8-bit RGB (docs/method.md §7.1, with its EXIF orientation applied) and
+    squashed (LANCZOS, aspect ratio ignored) to the preset generator's square size, as docs/method.md
     §4.2 says of user-supplied support images, then written as ``images/00000.png``… in the
     order given, with the class, its phrase and each source's name and SHA-256. The sources'
     digests, in order, are a setting of the set, not an input: other photos into a folder that
@@ -327,7 +327,7 @@ def from_images(vclass: VocabClass, photos: Sequence[Path], *, out: Path, preset
 
 
 def squash_image(path: Path, size: int) -> tuple[np.ndarray, str | None]:
-    """Any image as uint8 RGB [size, size, 3] (METHOD.md §7.1 decoding, then squashed with LANCZOS),
+    """Any image as uint8 RGB [size, size, 3] (docs/method.md §7.1 decoding, then squashed with LANCZOS),
     with a note of what was converted (None when it already was size × size RGB)."""
     from PIL import Image
 

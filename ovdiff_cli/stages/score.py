@@ -1,4 +1,4 @@
-"""score: per-class IoU and mIoU of label maps against ground truths (METHOD.md §8).
+"""score: per-class IoU and mIoU of label maps against ground truths (docs/method.md §8).
 
 Pairs are matched by file stem. Predictions are told from side files by their PNG metadata, not
 their names: a PNG that ovdiff wrote as something else than a label map (an overlay, an explain

@@ -1,4 +1,4 @@
-"""segment: label every pixel of test images by its nearest prototype (METHOD.md §7, §9).
+"""segment: label every pixel of test images by its nearest prototype (docs/method.md §7, §9).
 
 Per image: resize to short side 448 (LANCZOS); windows of 448 and 336 at stride 224 plus the
 whole image; per extractor and window, cosine similarity to every bank row, the max per active
@@ -185,7 +185,7 @@ class Segmenter:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Any image as uint8 RGB, with a warning naming the conversion (METHOD.md §7.1)."""
+    """Any image as uint8 RGB, with a warning naming the conversion (docs/method.md §7.1)."""
     rgb, note = to_rgb8(open_image(path))
     if note:
         log.logger.warning("warning: %s: %s", path, note)

@@ -1,4 +1,4 @@
-"""Attention maps and attribution (METHOD.md §1–2) against values worked out by hand."""
+"""Attention maps and attribution (docs/method.md §1–2) against values worked out by hand."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The stuff filter (METHOD.md §5) on hand-made prototypes."""
+"""The stuff filter (docs/method.md §5) on hand-made prototypes."""
 
 from __future__ import annotations
 

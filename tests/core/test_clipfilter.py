@@ -1,4 +1,4 @@
-"""The CLIP pre-filter's rules (METHOD.md §6) with hand-set numbers."""
+"""The CLIP pre-filter's rules (docs/method.md §6) with hand-set numbers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Mask selection (METHOD.md §3) on hand-made proposals and attribution maps, expected masks worked
+"""Mask selection (docs/method.md §3) on hand-made proposals and attribution maps, expected masks worked
 out by hand; multi-Otsu against a brute-force search; erosion at the border."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Prototypes (METHOD.md §3.5, §4.2) against hand computations on toy features."""
+"""Prototypes (docs/method.md §3.5, §4.2) against hand computations on toy features."""
 
 from __future__ import annotations
 

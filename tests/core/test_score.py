@@ -1,4 +1,4 @@
-"""mIoU (METHOD.md §8) on label maps worked out by hand."""
+"""mIoU (docs/method.md §8) on label maps worked out by hand."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Eq. 4, the ensemble, the decision rule and PAMR (METHOD.md §7) against hand computations."""
+"""Eq. 4, the ensemble, the decision rule and PAMR (docs/method.md §7) against hand computations."""
 
 from __future__ import annotations
 

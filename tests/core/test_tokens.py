@@ -1,4 +1,4 @@
-"""Where the class phrase sits in the prompt's tokens (METHOD.md §1, "Target positions")."""
+"""Where the class phrase sits in the prompt's tokens (docs/method.md §1, "Target positions")."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def positions(template: str, phrase: str) -> list[int]:
 
 
 def test_one_token_phrase_after_the_default_template() -> None:
-    # BOS = 0, "a good picture of a" = 1..5, so "cat" is position 6 (METHOD.md §1).
+    # BOS = 0, "a good picture of a" = 1..5, so "cat" is position 6 (docs/method.md §1).
     assert positions("A good picture of a {}", "cat") == [6]
 
 
@@ -41,7 +41,7 @@ def test_other_templates_and_text_after_the_phrase() -> None:
 
 
 def test_template_words_never_count_for_a_phrase_that_repeats_them() -> None:
-    # METHOD.md §12 R3: "a dog" after "... of a" is positions 6, 7, not the template's "a" at 5.
+    # docs/method.md §12 R3: "a dog" after "... of a" is positions 6, 7, not the template's "a" at 5.
     assert positions("A good picture of a {}", "a dog") == [6, 7]
     assert positions("A good picture of a {}", "good picture") == [6, 7]
 

@@ -1,4 +1,4 @@
-"""Test-time resizing and the sliding-window layout (METHOD.md §7.1–7.2)."""
+"""Test-time resizing and the sliding-window layout (docs/method.md §7.1–7.2)."""
 
 from __future__ import annotations
 

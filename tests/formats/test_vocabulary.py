@@ -1,6 +1,6 @@
 """Vocabularies (built-ins, files, inline lists), slugs, prompts and the thing/stuff table.
 
-Expected values come from METHOD.md §10 and are written out here by hand, not taken from the code.
+Expected values come from docs/method.md §10 and are written out here by hand, not taken from the code.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tests.helpers import one_line_with
 
 
 # ---------------------------------------------------------------------------------------------
-# METHOD.md §10.2, copied by hand (label i = position i in these lists, 1-based).
+# docs/method.md §10.2, copied by hand (label i = position i in these lists, 1-based).
 
 VOC_KEYS = ["airplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "table",
             "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "monitor"]
@@ -40,7 +40,7 @@ COCO_KEYS = (
     "dining table, toilet, tv, laptop, mouse, remote, keyboard, cell phone, microwave, oven, toaster, sink, "
     "refrigerator, book, clock, vase, scissors, teddy bear, hair drier, toothbrush").split(", ")
 
-# METHOD.md §10.3
+# docs/method.md §10.3
 TABLE_STUFF = {"background", "__background__", *CONTEXT_STUFF, "step", "trade name", "lake", "blanket", "tray",
                "glass"}
 TABLE_THING_CONTEXT = set(

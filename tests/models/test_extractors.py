@@ -1,4 +1,4 @@
-"""Feature extractors (METHOD.md §4.1) on the tiny models: each read-out equals the queries or
+"""Feature extractors (docs/method.md §4.1) on the tiny models: each read-out equals the queries or
 keys computed directly from that block's input and weights; shapes and dimensions."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def test_sd_features_use_t200_and_the_same_noise_for_every_image() -> None:
 
     sd = registry.load("tiny", "extractor.sd")
     ddpm = DDPMScheduler.from_config(sd.scheduler_config)
-    assert float(ddpm.alphas_cumprod[200]) == pytest.approx(0.754, abs=1e-3)  # METHOD.md §4.1
+    assert float(ddpm.alphas_cumprod[200]) == pytest.approx(0.754, abs=1e-3)  # docs/method.md §4.1
     ex = SDFeatures(sd)
     both = ex.features(IMAGES)
     alone = ex.features(IMAGES[1:])

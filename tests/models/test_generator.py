@@ -1,4 +1,4 @@
-"""Cross-attention recording on the tiny SD (METHOD.md §1): what the processor records equals
+"""Cross-attention recording on the tiny SD (docs/method.md §1): what the processor records equals
 softmax(QKᵀ/√d) computed directly from a layer's weights and inputs, the conditional half only;
 recording changes nothing in the image and restores the processors."""
 
@@ -129,7 +129,7 @@ def test_the_sampler_is_dpm_solver_pp_with_diffusers_0_14_spacing(sd: StableDiff
 
     sched = DiffusersGenerator(sd).scheduler(SampleSettings().scheduler)
     sched.set_timesteps(30)
-    # METHOD.md §1: round(linspace(0, 999, 31)) reversed, the last (0) dropped; final update to t = 0
+    # docs/method.md §1: round(linspace(0, 999, 31)) reversed, the last (0) dropped; final update to t = 0
     # (numpy's linspace gives 499.49999999999994 at i = 15, hence 499, as diffusers 0.14 had it)
     import numpy as np
 

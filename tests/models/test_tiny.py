@@ -17,7 +17,7 @@ from ovdiff_cli.models.vit import ViT
 
 CPU = torch.device("cpu")
 
-#: METHOD.md §1: grid of each of SD-1.5's 16 cross-attention layers in execution order (64² latent).
+#: docs/method.md §1: grid of each of SD-1.5's 16 cross-attention layers in execution order (64² latent).
 SD15_GRIDS = [64, 64, 32, 32, 16, 16, 8, 16, 16, 16, 32, 32, 32, 64, 64, 64]
 
 

@@ -117,7 +117,7 @@ def test_errors(world, runner, spoil, args, parts: list[str]) -> None:
     assert files_of(tmp) == before
 
 
-# -- the picture never replaces a file ovdiff did not write (issue 12) -----------------------------
+# -- the picture never replaces a file ovdiff did not write (docs/design.md §4.1)-----------------------
 
 
 def _picture_meta(path: Path) -> dict:

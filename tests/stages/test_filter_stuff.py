@@ -142,7 +142,7 @@ def test_other_extractors_make_other_banks_and_extra_classes_are_ignored(runner,
     assert read_bank(tmp_path / "b" / "bank.sd.safetensors").fg.owner.tolist() == [1, 2]
 
 
-# -- reruns through the one provenance rule (issue 12) ---------------------------------------------
+# -- reruns through the one provenance rule (docs/design.md §4.1) ------------------------------------
 
 
 def test_the_bank_follows_prototype_content_not_paths(runner, files: list[Path], tmp_path: Path) -> None:

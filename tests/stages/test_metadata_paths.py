@@ -1,4 +1,4 @@
-"""Nothing read from a file's metadata chooses where ovdiff writes (issue 12, case 5).
+"""Nothing read from a file's metadata chooses where ovdiff writes (docs/design.md §4).
 
 The fields that reach a written path, found by reading every stage:
 

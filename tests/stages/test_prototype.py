@@ -140,7 +140,7 @@ def test_feature_options_are_stored_and_segment_follows_them(runner, masked: Pat
     assert r.exit_code == 0, r.output
 
 
-# -- reruns through the one provenance rule (issue 12) ---------------------------------------------
+# -- reruns through the one provenance rule (docs/design.md §4.1) ------------------------------------
 
 MASKS = [np.array([[1, 1], [2, 0]]), np.array([[0, 0], [0, 1]])]
 

@@ -1,4 +1,4 @@
-"""`ovdiff segment` reruns, refusals and concurrent runs (issue 12, cases 1, 2, 4 and 12).
+"""`ovdiff segment` reruns, refusals and concurrent runs (docs/design.md §4.1, §4.2).
 
 The hand-made colour extractor and red/green bank of tests/helpers.py make every label known: the
 image ``rg.png`` (left half red, right half green) gives ``RG`` below, its mirror image the mirror.

@@ -1,4 +1,4 @@
-"""The support-set stages under the one reuse rule (issue 12): a user's own photos are never
+"""The support-set stages under the one reuse rule (docs/design.md §4.1): a user's own photos are never
 replaced or deleted (case 3), concurrent `sample` runs never mix (case 4, real subprocesses),
 long class names stay writable through the chain (case 10), support sets from the user's own
 images (case 14), and provenance of attributions, masks and overlays."""
@@ -238,7 +238,7 @@ def photos(tmp_path: Path) -> list[Path]:
 
 
 def expected_squash(path: Path, size: int = 128) -> np.ndarray:
-    """METHOD §7.1 by PIL's own conversions (grey replicated, alpha dropped), squashed with LANCZOS."""
+    """docs/method.md §7.1 by PIL's own conversions (grey replicated, alpha dropped), squashed with LANCZOS."""
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.LANCZOS))
 
