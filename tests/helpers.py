@@ -107,7 +107,14 @@ def attribution_by_hand(rec, tokens: list[int], layers: list[int], size: int) ->
 S = 1 / math.sqrt(2)
 
 
-class ColourFeatures:
+class WholeWindows:
+    """A test extractor that sees each test window as it is (``window_input`` of the protocol)."""
+
+    def window_input(self, window: torch.Tensor) -> torch.Tensor:
+        return window
+
+
+class ColourFeatures(WholeWindows):
     """D = 2: the mean red and green of each 8 × 8 block of the window."""
 
     name = "dino"
@@ -116,14 +123,11 @@ class ColourFeatures:
     def settings(self) -> dict:
         return {"extractor": "dino", "model": "colour"}
 
-    def window_input(self, window: torch.Tensor) -> torch.Tensor:
-        return window  # sees a test window as it is
-
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.avg_pool2d(images[:, :2].float(), 8)
 
 
-class FlatFeatures:
+class FlatFeatures(WholeWindows):
     """D = 2, the same (1, 0) in every cell: a second extractor that always says "red"."""
 
     name = "flat"
@@ -132,16 +136,13 @@ class FlatFeatures:
     def settings(self) -> dict:
         return {"extractor": "flat"}
 
-    def window_input(self, window: torch.Tensor) -> torch.Tensor:
-        return window  # sees a test window as it is
-
     def features(self, images: torch.Tensor) -> torch.Tensor:
         f = torch.zeros(images.shape[0], 2, images.shape[-2] // 8, images.shape[-1] // 8)
         f[:, 0] = 1
         return f
 
 
-class HandFeatures:
+class HandFeatures(WholeWindows):
     """D = 2 on a 2 × 2 grid; image n (grey level 40·n) has channel 0 = 4n + (1, 2; 3, 4), channel 1 = 10·channel 0."""
 
     name = "dino"
@@ -149,9 +150,6 @@ class HandFeatures:
 
     def settings(self) -> dict:
         return {"extractor": "dino", "model": "hand"}
-
-    def window_input(self, window: torch.Tensor) -> torch.Tensor:
-        return window  # sees a test window as it is
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         out = []
