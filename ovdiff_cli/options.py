@@ -13,7 +13,7 @@ Index (docs/design.md §4):
 ``--seed INT``            random seed in [0, 2**32 − 1] (numpy's range): :func:`seed`
 ``--batch-size INT``      images per forward pass: :func:`batch_size`
 ``--overwrite``           recompute outputs that exist: :data:`overwrite`
-``--shard K/N``           the K-th of N equal parts of the work: :data:`shard`, :class:`Shard`
+``--shard K/N``           the K-th of N equal parts of the work: :data:`shard`, :class:`~ovdiff_cli.shard.Shard`
 ``--json``                machine-readable output on stdout: :data:`json_output`
 ``-v/-q``                 more / less on stderr: :data:`verbosity`
 ``--bank DIR|FILE``       banks of prototypes (repeatable, required): :func:`banks`
@@ -45,7 +45,6 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -54,6 +53,7 @@ from ovdiff_cli import log
 from ovdiff_cli.core.settings import DEFAULT_EXTRACTORS, TEMPLATE, SampleSettings
 from ovdiff_cli.errors import BadInput
 from ovdiff_cli.formats.datasets import READERS
+from ovdiff_cli.shard import Shard  # re-exported: commands annotate their --shard parameter with it
 
 if TYPE_CHECKING:
     import torch
@@ -85,7 +85,8 @@ def output(help_text: str = "Where outputs go.", *, default: str | None = None, 
            value_type: click.ParamType | None = None) -> Callable[[F], F]:
     """``-o/--output PATH`` with a per-command help text and default.
 
-    ``value_type`` replaces the path type where the value is not always a path (``-`` for stdout).
+    ``value_type`` replaces the path type where the value is not always a path (``-`` for stdout);
+    the path settings (``file_okay``, ``dir_okay``, ``path_type``) then do not apply.
     """
     param_type = value_type or click.Path(file_okay=file_okay, dir_okay=dir_okay, path_type=path_type)
     return click.option("-o", "--output", "output", type=param_type, default=default,
@@ -226,28 +227,6 @@ def no_background(help_text: str) -> Callable[[F], F]:
 def dataset(help_text: str) -> Callable[[F], F]:
     """``--dataset NAME``: a benchmark dataset's root, one of the names :data:`READERS` reads (in its order)."""
     return click.option("--dataset", "dataset", type=click.Choice(list(READERS)), help=help_text)
-
-
-@dataclass(frozen=True)
-class Shard:
-    """The ``index``-th (1-based) of ``count`` near-equal contiguous parts of a list of work."""
-
-    index: int = 1
-    count: int = 1
-
-    def __post_init__(self) -> None:
-        if self.count < 1 or not 1 <= self.index <= self.count:
-            raise BadInput(f"shard {self.index}/{self.count} is out of range", "use K/N with 1 <= K <= N")
-
-    def select(self, items: Sequence[T]) -> list[T]:
-        """This shard's part of ``items``; the parts of all shards partition ``items`` in order."""
-        n = len(items)
-        start = (self.index - 1) * n // self.count
-        stop = self.index * n // self.count
-        return list(items[start:stop])
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
 
 
 def parse_shard(text: str | None, environ: dict[str, str] | None = None) -> Shard:

@@ -2,7 +2,7 @@
 
 `prototype` builds its extractors from the user's options; `segment` from the ``features`` a
 prototype or bank file stored, and then insists that the extractor it built gives exactly those
-settings (docs/method.md §4.1, docs/design.md: the reuse rule). Both go through
+settings (docs/method.md §4.1, docs/design.md §4.1). Both go through
 :func:`build_extractor`, so the slot, the precision, the adapter and the type check are decided in
 one place.
 """
@@ -41,8 +41,10 @@ class FeatureOptions:
     @classmethod
     def stored(cls, name: str, features: Mapping[str, Any]) -> FeatureOptions:
         """The options that rebuild the extractor ``name`` a file's ``features`` describe."""
-        return cls(sd_layers=features.get("layers", "default"), sd_timestep=features.get("timestep", 200),
-                   clip_norm=features.get("norm", "imagenet"), clip_readout=features.get("readout", "keys"),
+        return cls(sd_layers=features.get("layers", cls.sd_layers),
+                   sd_timestep=features.get("timestep", cls.sd_timestep),
+                   clip_norm=features.get("norm", cls.clip_norm),
+                   clip_readout=features.get("readout", cls.clip_readout),
                    variant=stored_variant(name, features.get("model")),
                    expected=dict(features) if features else None)
 
@@ -61,7 +63,7 @@ def stored_variant(name: str, model: Any) -> str | None:
 
 
 def network_dtype(name: str, dtype: torch.dtype, vit_dtype: torch.dtype | None) -> torch.dtype:
-    """The precision of extractor ``name``'s network: ``dtype`` for SD (docs/method.md §1 names half
+    """The precision of extractor ``name``'s network: ``dtype`` for SD (docs/method.md §4.1 names half
     precision for SD only), ``vit_dtype`` (default: the same) for the others."""
     return dtype if name == "sd" else (vit_dtype or dtype)
 
@@ -79,7 +81,9 @@ def build_extractor(preset: registry.Preset, name: str, *, options: FeatureOptio
     ex = as_extractor(name, net, sd_layers=options.sd_layers, sd_timestep=options.sd_timestep,
                       clip_norm=options.clip_norm, clip_readout=options.clip_readout)
     if not isinstance(ex, FeatureExtractor):
-        raise ModelUnavailable(slot, "the registry", "its object is not a FeatureExtractor")
+        lacks = [m for m in ("name", "dim", "settings", "window_input", "features") if not hasattr(ex, m)]
+        raise ModelUnavailable(slot, "the registry", "its object is not a FeatureExtractor"
+                               + (f" (it lacks {', '.join(lacks)}; see docs/plugins.md)" if lacks else ""))
     if options.expected and ex.settings() != options.expected:
         raise BadFile(source or Path(name), "was made with other feature settings or models than this preset "
                                             f"gives ({preset.name})",

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ovdiff_cli.errors import ModelUnavailable
+from ovdiff_cli.errors import BadFile, ModelUnavailable
 
 #: Seconds to wait for a host before declaring it unreachable.
 PROBE_TIMEOUT = 5.0
@@ -102,8 +102,11 @@ class HubFiles:
                                        f"download failed ({' '.join(str(e).split())[:160]})") from None
         absent = self.missing()
         if absent:
+            # The hub client can also come back empty-handed without an error (a refused token, a
+            # connection lost after the probe, with an older snapshot on disk): name both causes.
             raise ModelUnavailable(model, self.where(),
-                                   f"download failed (not in {self.repo_id}: {'; '.join(absent)})")
+                                   f"download failed (not in {self.repo_id}: {'; '.join(absent)}; or the hub "
+                                   "refused or dropped the request: check the name, HF_TOKEN and the connection)")
         return self.locate() or {}
 
     def _missing(self, entry: str | tuple[str, ...]) -> bool:
@@ -150,7 +153,12 @@ class UrlFile:
         if found is not None:
             return found
         _probe(self.url, model, self.where())
-        self.path().parent.mkdir(parents=True, exist_ok=True)
+        folder = self.path().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BadFile(folder, f"cannot write here ({e.strerror or e})",
+                          fix="set TORCH_HOME to a writable folder") from None
         # Bars as log.progress shows them: not when quiet, not when stderr is not a terminal.
         bar = log.verbosity() >= 0 and sys.stderr.isatty()
         try:
@@ -165,7 +173,8 @@ class UrlFile:
 @contextlib.contextmanager
 def _socket_timeout(seconds: float) -> Iterator[None]:
     """Give new sockets a timeout: torch's downloader opens its connection without one, so a host
-    that stops answering midway would hang the download for ever."""
+    that stops answering midway would hang the download for ever. The default is process-wide:
+    sockets other threads open meanwhile get it too (ovdiff downloads from one thread)."""
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(seconds)
     try:

@@ -47,7 +47,7 @@ def _reusable(s: SupportSet, inputs: dict[str, Any], settings: dict[str, Any], o
     return False
 
 
-def from_recording(s: SupportSet, phrase: str | None, settings: AttributeSettings, overwrite: bool) -> Path:
+def from_recording(s: SupportSet, *, phrase: str | None, settings: AttributeSettings, overwrite: bool) -> Path:
     """Attribution from ``crossattn.safetensors``: the class phrase's tokens, or ``phrase``'s."""
     rec = s.read_crossattn()
     n_images = len(s.image_indices())
@@ -79,7 +79,7 @@ def from_recording(s: SupportSet, phrase: str | None, settings: AttributeSetting
     return s.attribution_path
 
 
-def by_renoising(s: SupportSet, attender: ImageAttender, models_meta: dict[str, Any], phrase: str | None,
+def by_renoising(s: SupportSet, attender: ImageAttender, *, models_meta: dict[str, Any], phrase: str | None,
                  template: str, settings: AttributeSettings, batch_size: int, overwrite: bool) -> Path:
     """Attribution of any images by re-noising them through the diffusion model (see the module doc)."""
     first_meta = s.class_meta()
@@ -143,7 +143,8 @@ def attribute(folders: Sequence[Path], *, phrase: str | None = None, settings: A
             models_meta = p.describe()
         with locked(s.path):  # never while `sample` or another `attribute` writes this set
             if attender is not None:
-                out.append(by_renoising(s, attender, models_meta, phrase, template, settings, batch_size, overwrite))
+                out.append(by_renoising(s, attender, models_meta=models_meta, phrase=phrase, template=template,
+                                        settings=settings, batch_size=batch_size, overwrite=overwrite))
             else:
-                out.append(from_recording(s, phrase, settings, overwrite))
+                out.append(from_recording(s, phrase=phrase, settings=settings, overwrite=overwrite))
     return out

@@ -35,7 +35,7 @@ from ovdiff_cli.stages.support import load_images
 THRESHOLD = "threshold"
 
 
-def resolve_proposer(name: str, preset: str, device: torch.device, dtype: torch.dtype,
+def resolve_proposer(name: str, *, preset: str, device: torch.device, dtype: torch.dtype,
                      settings: MaskSettings) -> MaskProposer | None:
     """The proposer called ``name`` in ``preset`` (None = attribution thresholds)."""
     if name == THRESHOLD:
@@ -188,7 +188,7 @@ def mask(folders: Sequence[Path], *, proposer: str = "auto", preset: str = "pape
     if save_proposals and proposer == THRESHOLD:
         raise BadInput("--save-proposals needs a proposer; --proposer threshold has none",
                        "drop --save-proposals or choose --proposer cutler")
-    chosen = resolve_proposer(proposer, preset, torch.device(device), dtype, settings)
+    chosen = resolve_proposer(proposer, preset=preset, device=torch.device(device), dtype=dtype, settings=settings)
     settings = replace(settings, proposer=chosen.name if chosen is not None else THRESHOLD)
     if save_proposals and chosen is None:
         log.warn_once("no-proposals", "--save-proposals: thresholding has no proposals to save")

@@ -43,7 +43,7 @@ from ovdiff_cli.formats.vocabulary import VocabClass
 from ovdiff_cli.models import registry
 from ovdiff_cli.models.generator import SafetyFilter, as_generator
 from ovdiff_cli.models.interfaces import Generator
-from ovdiff_cli.options import Shard
+from ovdiff_cli.shard import Shard
 from ovdiff_cli.stages.support import check_writable, seed_everything
 
 #: Safety-checker retries per flagged image before giving up.
@@ -152,8 +152,8 @@ class ClassSampler:
         n, b = self.settings.num_images, self.settings.batch_size
         n_batches = math.ceil(n / b)
         with locked(folder):
-            if prepare(s, settings, overwrite, lambda: s.crossattn_path.is_file() and
-                       s.image_indices() == list(range(n))):
+            if prepare(s, settings=settings, overwrite=overwrite,
+                       complete=lambda: s.crossattn_path.is_file() and s.image_indices() == list(range(n))):
                 log.logger.info("%s: complete, skipped", folder)
                 for k in range(n_batches):  # keep the noise sequence where a fresh run would leave it
                     torch.randn(self.gen.noise_shape(min(n, (k + 1) * b) - k * b), generator=noise_gen,
@@ -226,7 +226,7 @@ class ClassSampler:
             s.partial_dir.rmdir()
 
 
-def prepare(s: SupportSet, settings: dict[str, Any], overwrite: bool, complete: Callable[[], bool]) -> bool:
+def prepare(s: SupportSet, *, settings: dict[str, Any], overwrite: bool, complete: Callable[[], bool]) -> bool:
     """Check a support set before it is made in ``s``: True when it is there, complete, to reuse.
 
     Call it holding the folder's lock. A folder holding a file ovdiff did not write is refused
@@ -313,7 +313,8 @@ def from_images(vclass: VocabClass, photos: Sequence[Path], *, out: Path, preset
     with locked(s.path):
         # overwrite=False here: the photos may lie in the folder --overwrite clears, so they are
         # decoded before anything there is removed.
-        if not overwrite and prepare(s, settings, False, lambda: s.image_indices() == list(range(len(photos)))):
+        if not overwrite and prepare(s, settings=settings, overwrite=False,
+                                     complete=lambda: s.image_indices() == list(range(len(photos)))):
             log.logger.info("%s: complete, skipped", s.path)
             return s.path
         pictures = [squash_image(p, size) for p in log.progress(photos, desc=vclass.name, unit="img")]

@@ -27,7 +27,7 @@ from ovdiff_cli.formats.images import read_png_metadata
 from ovdiff_cli.formats.labelmap import LABELMAP_SCHEMA, read_label_map
 from ovdiff_cli.formats.provenance import ovdiff_schema
 from ovdiff_cli.formats.vocabulary import Vocabulary, builtin
-from ovdiff_cli.options import Shard
+from ovdiff_cli.shard import Shard
 
 MADE_BY = "ovdiff segment"
 

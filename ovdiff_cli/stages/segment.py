@@ -56,7 +56,7 @@ from ovdiff_cli.formats.vocabulary import Vocabulary
 from ovdiff_cli.models import registry
 from ovdiff_cli.models.extractor_build import FeatureOptions, build_extractor
 from ovdiff_cli.models.interfaces import FeatureExtractor
-from ovdiff_cli.options import Shard
+from ovdiff_cli.shard import Shard
 from ovdiff_cli.stages.support import check_writable
 
 
@@ -381,14 +381,14 @@ def segment(images: Sequence[Path], bank_paths: Sequence[Path], *, out: Path, pr
     mine = shard.select(plans)
     check_writable(out)
     p = registry.get_preset(preset)
-    options = extractor_options(banks, p)
+    features = extractor_options(banks, p)
     # Every output of this shard is checked before any model loads, so that a refusal writes nothing.
-    work = skip_finished(mine, banks, p, options, candidates=candidates, prefilter=prefilter, settings=settings,
-                         overwrite=overwrite)
+    work = plan_work(mine, banks, p, features, candidates=candidates, prefilter=prefilter, settings=settings,
+                     overwrite=overwrite)
     if work.todo:
         models = {"preset": preset, "device": device, "dtype": dtype}
         actives = work.actives(prefilter=prefilter, classify_kwargs=models)
-        extractors = load_extractors(banks, options, p, device=device, dtype=dtype, vit_dtype=vit_dtype)
+        extractors = load_extractors(banks, features, p, device=device, dtype=dtype, vit_dtype=vit_dtype)
         seg = Segmenter(banks, extractors, settings, device=device, batch_size=batch_size, explain=sides.explain)
         run_batches(seg, work, actives, images_per_batch=images_per_batch, overwrite=overwrite)
     return [plan.label_map for plan in mine]
@@ -435,12 +435,12 @@ class Work:
     vocab: Vocabulary
     plans: list[Outputs]
     identities: list[Identity]
-    prefilter: Prefilter
+    sources: Prefilter                   # where each image's active classes come from
     todo: list[int]
 
     def actives(self, *, prefilter: bool, classify_kwargs: dict[str, Any]) -> dict[int, torch.Tensor]:
         """bool [C+1] per image to make, by index: from the candidates, or classified now."""
-        pre = self.prefilter
+        pre = self.sources
         pre_todo = Prefilter([pre.active[k] for k in self.todo] if pre.active is not None else None,
                              [pre.scorer[k] for k in self.todo])
         masks = active_masks([self.plans[k].image for k in self.todo], self.vocab, pre_todo, prefilter=prefilter,
@@ -448,17 +448,18 @@ class Work:
         return dict(zip(self.todo, masks))
 
 
-def skip_finished(mine: list[Outputs], banks: dict[str, tuple[Path, Bank]], p: registry.Preset,
-                  options: dict[str, FeatureOptions], *, candidates: Path | None, prefilter: bool,
-                  settings: SegmentSettings, overwrite: bool) -> Work:
-    """The identity of every output of this shard, and which of them cannot be reused."""
+def plan_work(mine: list[Outputs], banks: dict[str, tuple[Path, Bank]], p: registry.Preset,
+              features: dict[str, FeatureOptions], *, candidates: Path | None, prefilter: bool,
+              settings: SegmentSettings, overwrite: bool) -> Work:
+    """The identity of every output of this shard, and which of them are to be made (the others
+    exist, made from the same inputs and settings, and are reused)."""
     vocab = next(iter(banks.values()))[1].vocabulary
     digests = [file_sha256(plan.image) for plan in mine]
     pre = candidate_actives([plan.image for plan in mine], digests, vocab, candidates=candidates, prefilter=prefilter,
                             preset=p)
     common = {"vocabulary": vocab.to_meta(), "settings": settings.to_meta(), "prefilter": prefilter}
     identities = _identities(digests, {ex: file_sha256(f) for ex, (f, _) in sorted(banks.items())}, pre, common,
-                             {ex: p.slots[opts.slot(ex)].key for ex, opts in options.items()})
+                             {ex: p.slots[opts.slot(ex)].key for ex, opts in features.items()})
     todo = [k for k, plan in enumerate(mine) if not _reusable(plan, *identities[k], overwrite)]
     if len(todo) < len(mine):
         log.logger.info("%d of %d label maps exist, made from the same images and settings: reused",

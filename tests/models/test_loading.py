@@ -142,6 +142,18 @@ def test_url_download_failures_are_fast_and_leave_nothing(empty_caches: Path, ht
         assert not folder.exists() or list(folder.iterdir()) == []
 
 
+def test_an_unwritable_checkpoint_cache_is_one_line(empty_caches: Path, http_root, monkeypatch) -> None:
+    www, base = http_root
+    (www / "model.pth").write_bytes(b"weights")
+    blocker = empty_caches / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(UrlFile, "path", lambda self: blocker / "checkpoints" / self.filename)
+    with pytest.raises(BadFile, match="cannot write here") as err:
+        UrlFile(f"{base}/model.pth", "model.pth").download("m")
+    assert str(blocker / "checkpoints") in str(err.value) and "TORCH_HOME" in str(err.value)
+    assert blocker.read_text() == "not a folder"
+
+
 def test_url_download_checks_the_hash_prefix(empty_caches: Path, http_root) -> None:
     import hashlib
 
@@ -202,7 +214,7 @@ def test_hub_download_takes_the_first_alternative_the_repository_has(fake_hub) -
 def test_hub_download_names_the_files_the_repository_lacks(fake_hub) -> None:
     remote, _calls = fake_hub
     remote.add("config.json")
-    with pytest.raises(ModelUnavailable, match=r"download failed \(not in org/model: a.bin or b.bin\)"):
+    with pytest.raises(ModelUnavailable, match=r"download failed \(not in org/model: a.bin or b.bin; or the hub refused"):
         HubFiles("org/model", ("config.json", ("a.bin", "b.bin"))).download("m")
 
 
