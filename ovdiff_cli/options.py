@@ -59,7 +59,6 @@ if TYPE_CHECKING:
     import torch
 
 F = TypeVar("F", bound=Callable[..., Any])
-T = TypeVar("T")
 
 
 def _set_verbosity(ctx: click.Context, param: click.Parameter, value: int) -> None:
