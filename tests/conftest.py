@@ -107,3 +107,41 @@ def hand_preset():
     yield
     registry.unregister_preset("handx")
     registry.clear_cache()
+
+
+# -- CutLER's detector on the reference's deterministic random weights (tests/models/cutler_reference) --
+
+
+@pytest.fixture(scope="session")
+def cutler_state() -> dict:
+    """The 408 tensors of CutLER's checkpoint, drawn by the reference's recipe (about 3 s)."""
+    from tests.models.cutler_reference.weights import random_state_dict
+
+    return random_state_dict()
+
+
+@pytest.fixture(scope="session")
+def cutler_checkpoint(cutler_state: dict, tmp_path_factory) -> Path:
+    """``{"model": state}`` saved as the published file is laid out, in
+    HUB/checkpoints/cutler_cascade_final.pth (287 MB). Returns HUB, for ``torch.hub.set_dir``."""
+    import torch
+
+    hub = tmp_path_factory.mktemp("torch-hub")
+    (hub / "checkpoints").mkdir()
+    torch.save({"model": cutler_state}, hub / "checkpoints" / "cutler_cascade_final.pth")
+    return hub
+
+
+@pytest.fixture
+def cutler_in_cache(cutler_checkpoint: Path):
+    """torch's hub cache pointed at the folder holding the random-weight CutLER checkpoint."""
+    import torch.hub
+
+    from ovdiff_cli.models import registry
+
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(cutler_checkpoint))
+    registry.clear_cache()
+    yield cutler_checkpoint / "checkpoints" / "cutler_cascade_final.pth"
+    torch.hub.set_dir(old)
+    registry.clear_cache()

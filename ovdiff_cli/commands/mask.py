@@ -12,9 +12,9 @@ from ovdiff_cli import options
 @click.command("mask", short_help="Foreground and background masks of support images.",
                epilog="Example: ovdiff sample cat | ovdiff attribute - | ovdiff mask - --overlay")
 @click.argument("folders", nargs=-1, required=True)
-@options.proposer("Where instance proposals come from: CutLER (needs detectron2), `threshold` (multi-Otsu on "
-                  "the attribution maps, the paper's 'w/o CutLER'), a proposer registered as proposer.NAME, "
-                  "or auto: CutLER when it can be loaded, else threshold.")
+@options.proposer("Where instance proposals come from: CutLER (its checkpoint from `ovdiff models download "
+                  "paper`), `threshold` (multi-Otsu on the attribution maps, the paper's 'w/o CutLER'), a "
+                  "proposer registered as proposer.NAME, or auto: CutLER when it can be loaded, else threshold.")
 @click.option("--score-threshold", type=options.finite(0, 1), default=0.35, show_default=True,
               help="CutLER detections kept above this score.")
 @click.option("--fallback-fg", type=options.finite(0, 1), default=0.5, show_default=True,
@@ -35,8 +35,9 @@ def mask(folders: tuple[str, ...], proposer: str, score_threshold: float, fallba
     palette PNGs with 0 = neither, 1 = foreground, 2 = background, from class-agnostic proposals
     ranked by mean attribution (or the attribution thresholds). Needs `ovdiff attribute` first.
 
-    Prints each folder. A rerun skips masks made the same way; other settings are an error
-    unless --overwrite.
+    CutLER runs on each --batch-size batch of images at once; --dtype auto keeps it in float32,
+    as the paper ran it. Prints each folder. A rerun skips masks made the same way; other
+    settings are an error unless --overwrite.
     """
     if fallback_bg > fallback_fg:
         raise click.BadParameter("--fallback-bg must not exceed --fallback-fg", param_hint="--fallback-bg")
@@ -48,7 +49,8 @@ def mask(folders: tuple[str, ...], proposer: str, score_threshold: float, fallba
     settings = MaskSettings(score_threshold=score_threshold, fallback_fg=fallback_fg, fallback_bg=fallback_bg,
                             bg_attn_max=bg_attn_max)
     dev = options.resolve_device(device)
-    for folder in run(paths, proposer=proposer, preset=models, device=dev, dtype=options.resolve_dtype(dtype, dev),
-                      settings=settings, batch_size=batch_size, overwrite=overwrite, overlay=overlay,
-                      save_proposals=save_proposals):
+    # the release runs CutLER in float32: `--dtype auto` keeps it there, as it keeps the ViTs
+    net_dtype = options.resolve_dtypes(dtype, dev)[1]
+    for folder in run(paths, proposer=proposer, preset=models, device=dev, dtype=net_dtype, settings=settings,
+                      batch_size=batch_size, overwrite=overwrite, overlay=overlay, save_proposals=save_proposals):
         click.echo(str(folder))

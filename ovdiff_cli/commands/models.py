@@ -52,7 +52,7 @@ def check(presets: tuple[str, ...], as_json: bool) -> None:
     """Say which models of the presets (all when none named) can be loaded here, without the network.
 
     Columns (tab-separated): preset, model, slots, state, where it is looked for. Exits with 1
-    when a required model is missing; optional ones (MAE, the safety checker, CutLER) are listed
+    when a required model is missing; optional ones (MAE and the safety checker) are listed
     but do not fail the check.
     """
     from ovdiff_cli.stages.models import check as check_stage

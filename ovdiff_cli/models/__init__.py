@@ -1,4 +1,5 @@
-"""The only place diffusers, transformers, open_clip, timm or detectron2 are imported.
+"""The only place diffusers, transformers, open_clip or timm are imported (CutLER's detector,
+in :mod:`ovdiff_cli.models.rcnn`, needs only torch and torchvision).
 
 Use :func:`load` with a preset name and a slot; register your own models with
 :func:`register_preset` / :func:`register_component` or the ``ovdiff.models`` entry-point group

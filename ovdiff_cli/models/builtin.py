@@ -84,10 +84,8 @@ def paper_preset() -> Preset:
     mae_l = Component("mae-vitl16-448", "long-sequence MAE ViT-L/16 at 448 (paper v1)",
                       _vit_loader(MAE_L16, MAE_L16_URL.rsplit("/", 1)[1], "mae-vitl16-448"),
                       (UrlFile(MAE_L16_URL, MAE_L16_URL.rsplit("/", 1)[1]),), optional=True)
-    cut = Component("cutler-cascade", "CutLER Cascade Mask R-CNN R50-FPN (needs detectron2)", cutler.load_cutler,
-                    (UrlFile(cutler.CUTLER_URL, cutler.CUTLER_FILE),), requires=("detectron2",),
-                    install=f"install detectron2: {cutler.DETECTRON2_INSTALL}; or use `--proposer threshold`",
-                    optional=True)
+    cut = Component("cutler-cascade", f"CutLER Cascade Mask R-CNN R50-FPN ({cutler.LICENCE})", cutler.load_cutler,
+                    (UrlFile(cutler.CUTLER_URL, cutler.CUTLER_FILE),))
     return Preset("paper", "the models of the paper (real weights; `ovdiff models download paper`)", {
         "generator": sd15, "safety_checker": safety, "extractor.sd": sd15, "extractor.dino": dino,
         "extractor.clip": clip_b16, "extractor.mae": mae_b, "extractor.mae-l16": mae_l,

@@ -28,8 +28,9 @@ from ovdiff_cli.formats.lock import locked
 from ovdiff_cli.formats.supportset import (BACKGROUND, FOREGROUND, MASK_OVERLAY_SCHEMA, MASK_SCHEMA, PROPOSALS,
                                            SupportSet)
 from ovdiff_cli.models import registry
-from ovdiff_cli.models.cutler import CutlerProposer, CutlerWeights, detectron2_detector
+from ovdiff_cli.models.cutler import CutlerProposer
 from ovdiff_cli.models.interfaces import MaskProposer
+from ovdiff_cli.models.rcnn.detector import CascadeMaskRCNN
 from ovdiff_cli.stages.support import load_images
 
 THRESHOLD = "threshold"
@@ -50,23 +51,16 @@ def resolve_proposer(name: str, *, preset: str, device: torch.device, dtype: tor
             return as_proposer(registry.load(p, "proposer.cutler", device, dtype), settings)
         except ModelUnavailable as e:
             log.warn_once("proposer", f"CutLER is not available (looked in {e.where}), so masks come from "
-                                      f"thresholding the attribution maps. For CutLER: {e.fix}")
+                                      f"thresholding the attribution maps (--proposer threshold). For CutLER: {e.fix}")
             return None
     return as_proposer(registry.load(p, f"proposer.{name}", device, dtype), settings)
 
 
 def as_proposer(obj: Any, settings: MaskSettings) -> MaskProposer:
-    """A :class:`MaskProposer` from what a ``proposer.*`` slot loads (CutLER weights get detectron2)."""
-    if isinstance(obj, CutlerWeights):
-        kw = {"score_threshold": settings.score_threshold, "max_detections": settings.max_detections,
-              "min_size": settings.min_size, "max_size": settings.max_size}
-        try:
-            detector = detectron2_detector(obj, **kw)
-        except Exception as e:  # a checkpoint detectron2 cannot read, a config it rejects
-            raise ModelUnavailable("cutler-cascade", str(obj.checkpoint),
-                                   f"building the detector failed ({' '.join(str(e).split())[:160]}); "
-                                   "see `ovdiff -v`, or use --proposer threshold") from None
-        return CutlerProposer(detector, **kw)
+    """A :class:`MaskProposer` from what a ``proposer.*`` slot loads (CutLER's slot loads the detector)."""
+    if isinstance(obj, CascadeMaskRCNN):
+        return CutlerProposer(obj, score_threshold=settings.score_threshold, max_detections=settings.max_detections,
+                              min_size=settings.min_size, max_size=settings.max_size)
     if isinstance(obj, MaskProposer):
         return obj
     raise ModelUnavailable(type(obj).__name__, "the registry", "a proposer slot must load a MaskProposer")

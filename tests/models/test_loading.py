@@ -252,10 +252,10 @@ def test_models_check_and_list(empty_caches: Path, runner) -> None:
     assert not sd["ready"] and "unet/diffusion_pytorch_model.fp16.safetensors" in sd["missing_files"]
     assert sorted(sd["slots"]) == ["extractor.sd", "generator"]
     last = result.stderr.strip().splitlines()[-1]
-    assert last == ("ovdiff: error: 3 required model(s) cannot be loaded here: sd15, dino-vitb8, "
-                    "clip-vitb16-openai; run `ovdiff models download paper`")
+    assert last == ("ovdiff: error: 4 required model(s) cannot be loaded here: sd15, dino-vitb8, "
+                    "clip-vitb16-openai, cutler-cascade; run `ovdiff models download paper`")
     cutler = next(s for s in statuses if s["model"] == "cutler-cascade")
-    assert cutler["optional"] and not cutler["ready"]
+    assert not cutler["optional"] and not cutler["ready"] and cutler["slots"] == ["proposer.cutler"]
 
     result = runner.invoke(main, ["models", "list", "--json"])
     listed = {p["preset"]: p for p in json.loads(result.stdout)}

@@ -141,10 +141,9 @@ def test_paper_models_fail_fast_without_the_cache(empty_caches: Path) -> None:
         assert str(empty_caches) in message  # where it looked
 
 
-def test_cutler_without_detectron2_says_how_to_install(empty_caches: Path) -> None:
-    from ovdiff_cli.models.cutler import detectron2_available
-
-    if detectron2_available():
-        pytest.skip("detectron2 is installed here")
-    with pytest.raises(ModelUnavailable, match="detectron2.*--proposer threshold"):
+def test_cutler_without_its_checkpoint_names_the_download(empty_caches: Path) -> None:
+    with pytest.raises(ModelUnavailable) as info:
         registry.load("paper", "proposer.cutler")
+    message = str(info.value)
+    assert "\n" not in message and "cutler-cascade" in message and "detectron2" not in message
+    assert "cutler_cascade_final.pth" in message and "ovdiff models download paper" in message
