@@ -54,7 +54,8 @@ class OvdiffGroup(click.Group):
         return super().main(*args, **kwargs)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        # Pipeline order, not alphabetical: the order is what a newcomer needs to learn.
+        return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)
@@ -84,11 +85,15 @@ class OvdiffGroup(click.Group):
 
 
 @click.group(cls=OvdiffGroup, context_settings={"help_option_names": ["-h", "--help"]},
-             epilog="Example: ovdiff models list")
+             epilog='Example: ovdiff run --vocab "cat,donut with chocolate glaze" photo.jpg -o work')
 @click.version_option(__version__, "--version", prog_name="ovdiff", message="%(prog)s %(version)s")
 @options.verbosity
 def main() -> None:
     """Open-vocabulary segmentation without training (OVDiff), one stage per command.
+
+    \b
+    sample → attribute → mask → prototype → filter-stuff → classify → segment → score
+    `ovdiff run` does every stage up to segment in one command; `ovdiff score` compares with ground truth.
 
     Each stage reads and writes files (safetensors, PNG, JSON Lines), prints the paths it wrote
     on stdout, and logs to stderr.

@@ -24,12 +24,21 @@ def test_version_is_cheap_and_does_not_import_torch() -> None:
     assert out.splitlines() == [f"ovdiff {__version__}", "False"]
 
 
-def test_help_lists_registered_commands_only(runner) -> None:
-    result = runner.invoke(main, ["--help"])
+#: The order `ovdiff --help` must list the commands in: the stages as a pipeline runs them, then the rest.
+HELP_ORDER = ["sample", "attribute", "mask", "prototype", "filter-stuff", "classify", "segment", "score",
+              "run", "explain", "info", "models"]
+
+
+def test_help_lists_the_commands_in_pipeline_order_with_the_flow_and_a_run_example(runner) -> None:
+    result = runner.invoke(main, ["--help"], terminal_width=200)
     assert result.exit_code == 0
-    listed = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()
-              and not line.strip().startswith("Example")]
-    assert listed == sorted(COMMANDS)
+    head, _, commands = result.stdout.partition("Commands:")
+    body, _, epilog = commands.partition("\n\n")
+    assert [line.split()[0] for line in body.splitlines() if line.strip()] == HELP_ORDER
+    assert sorted(HELP_ORDER) == sorted(COMMANDS)  # every registered command, and only those
+    flow = " → ".join(HELP_ORDER[:8])
+    assert flow in [line.strip() for line in head.splitlines()]
+    assert epilog.strip() == 'Example: ovdiff run --vocab "cat,donut with chocolate glaze" photo.jpg -o work'
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
