@@ -34,7 +34,7 @@ def test_sample_to_score(runner, tmp_path: Path) -> None:
     folders = ok(runner, "mask", "-", "--proposer", "threshold", input="\n".join(attribution))
     assert folders == support
     for f in folders:
-        d = describe(f)  # every image, mask and tensor file of the set, checked as the stages read them
+        d = describe(f, check_values=True)  # every image, mask and tensor file, checked as the stages read them
         assert (d["images"], d["masks"], d["crossattn"], d["attribution"]) == (3, 3, True, True)
     protos = ok(runner, "prototype", *folders, "-x", "sd", "-x", "dino", "-x", "clip", *tiny,
                 "-o", str(tmp_path / "protos"))

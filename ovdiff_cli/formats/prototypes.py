@@ -26,41 +26,11 @@ from ovdiff_cli.core.prototypes import Prototypes, Side
 from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats import tensorfile
 from ovdiff_cli.formats.provenance import safe_name
-from ovdiff_cli.formats.tensorfile import Schema, TensorSpec
+from ovdiff_cli.formats.schemas import BANK, PROTOTYPES
 from ovdiff_cli.formats.vocabulary import Vocabulary
 
 KINDS = ("class", "instance", "part")
 SIDES = ("fg", "bg")
-
-
-def _side_specs(side: str) -> dict[str, TensorSpec]:
-    s = side.upper()
-    return {
-        f"{side}.class": TensorSpec("float32", (f"C{s}", "D")),          # 0 or 1 row
-        f"{side}.instance": TensorSpec("float32", (f"I{s}", "D")),
-        f"{side}.instance_image": TensorSpec("int64", (f"I{s}",)),      # support image of each instance
-        f"{side}.part": TensorSpec("float32", (f"K{s}", "D")),
-        f"{side}.pooled_index": TensorSpec("int64", (f"P{s}", 3)),      # (n, y, x) on the support grid
-        f"{side}.pooled_label": TensorSpec("int64", (f"P{s}",)),        # cluster of each pooled vector
-    }
-
-
-PROTOTYPES = Schema("ovdiff.prototypes", 1, "ovdiff prototype", {**_side_specs("fg"), **_side_specs("bg")},
-                    meta_keys=("class", "extractor", "models", "inputs"))
-
-
-def _bank_specs(side: str) -> dict[str, TensorSpec]:
-    m = f"M{side.upper()}"
-    return {
-        side: TensorSpec("float32", (m, "D")),
-        f"{side}_owner": TensorSpec("int64", (m,)),
-        f"{side}_kind": TensorSpec("int64", (m,)),
-        f"{side}_index": TensorSpec("int64", (m,)),
-    }
-
-
-BANK = Schema("ovdiff.bank", 1, "ovdiff filter-stuff", {**_bank_specs("fg"), **_bank_specs("bg")},
-              meta_keys=("extractor", "models", "inputs", "vocabulary"))
 
 
 def prototype_path(folder: str | os.PathLike[str], slug: str, extractor: str) -> Path:

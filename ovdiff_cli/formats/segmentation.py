@@ -18,20 +18,7 @@ import torch
 
 from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats import tensorfile
-from ovdiff_cli.formats.tensorfile import Schema, TensorSpec
-
-SCORES = Schema("ovdiff.scores", 1, "ovdiff segment --save-scores", {
-    "scores": TensorSpec("float32", ("K", "H", "W")),
-}, meta_keys=("image", "vocabulary", "inputs"))
-
-
-def explain_schema(extractors: list[str]) -> Schema:
-    specs = {"labels": TensorSpec("int64", ("H", "W"))}
-    for e in extractors:
-        specs[f"{e}.row"] = TensorSpec("int64", ("H", "W"))
-        specs[f"{e}.similarity"] = TensorSpec("float32", ("H", "W"))
-    return Schema("ovdiff.explain", 1, "ovdiff segment --explain", specs,
-                  meta_keys=("image", "vocabulary", "extractors", "banks", "inputs"))
+from ovdiff_cli.formats.schemas import SCORES, explain_schema
 
 
 @dataclass(frozen=True)

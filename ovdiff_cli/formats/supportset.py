@@ -37,7 +37,7 @@ from ovdiff_cli.formats import tensorfile
 from ovdiff_cli.formats.provenance import check_replaceable
 from ovdiff_cli.formats.images import open_image, png_metadata, to_rgb8, write_rgb_png
 from ovdiff_cli.formats.labelmap import read_label_map, write_label_map
-from ovdiff_cli.formats.tensorfile import Schema, TensorSpec
+from ovdiff_cli.formats.schemas import ATTRIBUTION, CROSSATTN, CROSSATTN_PART, PROPOSALS
 
 IMAGE_SCHEMA = "ovdiff.support-image/1"
 MASK_SCHEMA = "ovdiff.mask/1"
@@ -46,37 +46,6 @@ MASK_OVERLAY_SCHEMA = "ovdiff.mask-overlay/1"
 #: Mask values.
 NEITHER, FOREGROUND, BACKGROUND = 0, 1, 2
 
-CROSSATTN = Schema("ovdiff.crossattn", 1, "ovdiff sample", {
-    # Per image, layer and recorded token: the sum over steps × heads of the clamped maps,
-    # upsampled to the G × G grid.
-    "attn": TensorSpec("float32", ("N", "L", "T", "G", "G")),
-    # How many maps were summed into each (image, layer): steps × heads.
-    "counts": TensorSpec("int64", ("N", "L")),
-    # Positions in the prompt's tokens (0..CONTEXT_LENGTH-1, BOS at 0) of the recorded tokens, and
-    # of the class phrase among them.
-    "positions": TensorSpec("int64", ("T",)),
-    "phrase_positions": TensorSpec("int64", ("P",)),
-}, meta_keys=("class", "prompt", "models"))
-
-#: One batch of recorded attention while a support set is being sampled (``.crossattn-partial/``);
-#: joined into crossattn.safetensors when the set is complete, so a killed run resumes per batch.
-CROSSATTN_PART = Schema("ovdiff.crossattn-part", 1, "ovdiff sample", {
-    "attn": TensorSpec("float32", ("B", "L", "T", "G", "G")),
-    "counts": TensorSpec("int64", ("B", "L")),
-    "indices": TensorSpec("int64", ("B",)),
-}, meta_keys=("params",))
-
-ATTRIBUTION = Schema("ovdiff.attribution", 1, "ovdiff attribute", {
-    "attribution": TensorSpec("float32", ("N", "S", "S")),     # A, min–max normalised at image size
-    "attribution64": TensorSpec("float32", ("N", "G", "G")),   # A^64, on the attention grid
-}, meta_keys=("class", "models", "inputs"))
-
-#: The raw class-agnostic proposals behind the masks (``mask --save-proposals``), bit-packed.
-PROPOSALS = Schema("ovdiff.proposals", 1, "ovdiff mask --save-proposals", {
-    "masks": TensorSpec("uint8", ("J", "S", "B")),   # np.packbits along the last axis, B = ⌈S/8⌉
-    "scores": TensorSpec("float32", ("J",)),
-    "image": TensorSpec("int64", ("J",)),            # the support image each proposal belongs to
-}, meta_keys=("class", "proposer", "size"))
 
 _INDEX = re.compile(r"^(\d{5,})\.png$")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,13 @@ import torch
 from ovdiff_cli import __version__
 from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats.atomic import atomic_open
+# Schema, TensorSpec and Dim live in the torch-free header module (``ovdiff info`` reads headers
+# without torch); they are re-exported here, where the stages have always imported them from.
+from ovdiff_cli.formats.header import SAFE_DTYPES as _SAFE_DTYPES
+from ovdiff_cli.formats.header import Dim, Schema, TensorSpec, check_meta, check_schema_id
+from ovdiff_cli.formats.header import check_shapes as _check_shapes
 
-Dim = int | str
+__all__ = ["Dim", "Schema", "TensorSpec", "TensorFile", "read", "read_header", "schema_of", "write"]
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -40,31 +45,6 @@ _DTYPES: dict[str, torch.dtype] = {
 
 
 @dataclass(frozen=True)
-class TensorSpec:
-    """Expected dtype and shape; a ``str`` dimension is a symbol bound on first use."""
-
-    dtype: str
-    shape: tuple[Dim, ...]
-    optional: bool = False
-
-
-@dataclass(frozen=True)
-class Schema:
-    """One kind of file: its name, version, the command that writes it, and its tensors."""
-
-    name: str
-    version: int
-    made_by: str
-    tensors: Mapping[str, TensorSpec] = field(default_factory=dict)
-    #: Metadata every file of this kind must carry (provenance: class, models, inputs, …).
-    meta_keys: tuple[str, ...] = ()
-
-    @property
-    def id(self) -> str:
-        return f"{self.name}/{self.version}"
-
-
-@dataclass(frozen=True)
 class TensorFile:
     """What :func:`read` returns: the tensors, the JSON metadata and the bound dimensions."""
 
@@ -74,32 +54,6 @@ class TensorFile:
     dims: dict[str, int]
     shapes: dict[str, tuple[int, ...]]
     writer_version: str
-
-
-def _check_shapes(schema: Schema, shapes: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, str]) -> dict[str, int]:
-    """Check names, dtypes and shapes; return the bound symbols. Raise ValueError(message)."""
-    dims: dict[str, int] = {}
-    unknown = sorted(set(shapes) - set(schema.tensors))
-    if unknown:
-        raise ValueError(f"has unexpected tensor(s) {', '.join(unknown)} for {schema.id}")
-    for name, spec in schema.tensors.items():
-        if name not in shapes:
-            if spec.optional:
-                continue
-            raise ValueError(f"lacks the tensor '{name}' that {schema.id} requires")
-        if dtypes[name] != spec.dtype:
-            raise ValueError(f"tensor '{name}' is {dtypes[name]}, expected {spec.dtype}")
-        shape = shapes[name]
-        if len(shape) != len(spec.shape):
-            raise ValueError(f"tensor '{name}' has shape {list(shape)}, expected {len(spec.shape)} dimensions "
-                             f"{list(spec.shape)}")
-        for size, want in zip(shape, spec.shape):
-            if isinstance(want, int):
-                if size != want:
-                    raise ValueError(f"tensor '{name}' has shape {list(shape)}, expected {list(spec.shape)}")
-            elif dims.setdefault(want, size) != size:
-                raise ValueError(f"tensor '{name}' has {want}={size} but another tensor has {want}={dims[want]}")
-    return dims
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -202,17 +156,7 @@ def read_header(path: str | os.PathLike[str], schema: Schema) -> tuple[dict[str,
     except Exception as e:  # safetensors raises its own error types for truncated/corrupt headers
         raise BadFile(p, f"is not a readable safetensors file ({_short(e)}); it may be truncated",
                       schema.made_by) from None
-    found = header.get("schema")
-    if not found:
-        raise BadFile(p, f"is not an ovdiff file (no schema in its metadata), expected {schema.id}", schema.made_by)
-    name, _, version = found.rpartition("/")
-    if name != schema.name:
-        raise BadFile(p, f"is a {found} file, expected {schema.id}", schema.made_by)
-    if not version.isdigit() or int(version) > schema.version:
-        raise BadFile(p, f"has schema {found}, newer than this ovdiff reads ({schema.id})",
-                      fix="upgrade ovdiff-cli or remake the file with this version")
-    if int(version) < schema.version:
-        raise BadFile(p, f"has the old schema {found}, this ovdiff reads {schema.id}", schema.made_by)
+    check_schema_id(p, header.get("schema"), schema)
     return header, handle
 
 
@@ -220,15 +164,7 @@ def read(path: str | os.PathLike[str], schema: Schema, *, load: bool = True) -> 
     """Read and validate a file of ``schema``; ``load=False`` checks it without loading tensors."""
     p = Path(path)
     header, handle = read_header(p, schema)
-    try:
-        meta = json.loads(header.get("meta", "{}"))
-    except json.JSONDecodeError:
-        raise BadFile(p, "has unreadable metadata (invalid JSON)", schema.made_by) from None
-    if not isinstance(meta, dict):
-        raise BadFile(p, "has unreadable metadata (not a JSON object)", schema.made_by)
-    lacking = [k for k in schema.meta_keys if k not in meta]
-    if lacking:
-        raise BadFile(p, f"lacks the metadata {', '.join(lacking)} that {schema.id} requires", schema.made_by)
+    meta = check_meta(p, header, schema)
     try:
         keys = list(handle.keys())
         slices = {k: handle.get_slice(k) for k in keys}
@@ -247,10 +183,6 @@ def read(path: str | os.PathLike[str], schema: Schema, *, load: bool = True) -> 
         except Exception as e:
             raise BadFile(p, f"has unreadable tensor data ({_short(e)}); it may be truncated", schema.made_by) from None
     return TensorFile(p, tensors, meta, dims, shapes, header.get("ovdiff", "?"))
-
-
-_SAFE_DTYPES = {"F32": "float32", "F16": "float16", "I64": "int64", "I32": "int32", "U8": "uint8",
-                "BOOL": "bool", "BF16": "bfloat16", "F64": "float64"}
 
 
 def _short(e: Exception) -> str:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from safetensors.torch import save_file
 
 from ovdiff_cli import __version__
 from ovdiff_cli.cli import main
+from ovdiff_cli.commands import info as info_command
 from ovdiff_cli.formats import tensorfile
 from ovdiff_cli.formats.candidates import Candidates, write_candidates
 from ovdiff_cli.core.attention import CrossAttention
@@ -45,8 +49,8 @@ CA_META = {**PROVENANCE, "class": "cat", "prompt": "a good picture of a cat", "s
 ATT_META = {**PROVENANCE, "class": "cat"}
 
 
-def invoke(*paths: Path | str):
-    return CliRunner().invoke(main, ["info", *map(str, paths)])
+def invoke(*paths: Path | str, check_values: bool = False):
+    return CliRunner().invoke(main, ["info", *map(str, paths), *(["--check-values"] if check_values else [])])
 
 
 def check_ok(result, lines: int) -> list[dict]:
@@ -173,14 +177,15 @@ def test_info_semantic_check_of_prototypes(tmp_path: Path):
                "fg.part": nan_part, "fg.pooled_index": p.fg.pooled_index, "fg.pooled_label": p.fg.pooled_label}
     tensors.update({k.replace("fg.", "bg."): v[:0] for k, v in tensors.items()})
     tensorfile.write(path, PROTOTYPES, tensors, p.meta)
-    check_error(invoke(path), str(path), "non-finite fg part")
+    assert check_ok(invoke(path), 1)[0]["tensors"]["fg.part"] == [3, D]  # the header is sound
+    check_error(invoke(path, check_values=True), str(path), "non-finite fg part")
 
 
 def test_info_attribution_range_in_support_set(tmp_path: Path):
     s = SupportSet(tmp_path)
     tensorfile.write(s.attribution_path, ATTRIBUTION,
                      {"attribution": torch.full((1, 4, 4), 2.0), "attribution64": torch.zeros(1, 2, 2)}, ATT_META)
-    check_error(invoke(s.attribution_path), str(s.attribution_path), "outside [0, 1]")
+    check_error(invoke(s.attribution_path, check_values=True), str(s.attribution_path), "outside [0, 1]")
 
 
 def test_info_attribution_range_when_renamed(tmp_path: Path):
@@ -189,7 +194,7 @@ def test_info_attribution_range_when_renamed(tmp_path: Path):
     # The writer refuses such values, so write the file below the semantic checks.
     tensorfile.write(path, ATTRIBUTION, {"attribution": torch.full((1, 4, 4), 2.0),
                                          "attribution64": torch.zeros(1, 2, 2)}, ATT_META)
-    check_error(invoke(path), str(path), "outside [0, 1]")
+    check_error(invoke(path, check_values=True), str(path), "outside [0, 1]")
 
 
 def test_info_file_without_provenance(tmp_path: Path):
@@ -242,3 +247,59 @@ def test_info_stops_at_first_bad_file(tmp_path: Path):
 def test_info_needs_a_path():
     result = CliRunner().invoke(main, ["info"])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# reading headers: no torch, and the bytes the header promises
+
+
+def test_info_reads_a_header_without_importing_torch(tmp_path: Path):
+    """`ovdiff info FILE` parses the safetensors header itself: importing torch alone takes seconds."""
+    path = tmp_path / "bank.dino.safetensors"
+    write_bank(path, bank())
+    code = ("import json, sys\n"
+            "from ovdiff_cli.cli import main\n"
+            "try:\n    main(['info', sys.argv[1]])\n"
+            "except SystemExit:\n    pass\n"
+            "print(json.dumps(sorted(m for m in ('torch', 'safetensors', 'numpy') if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout.splitlines()
+    assert json.loads(out[-1]) == []
+    (obj,) = map(json.loads, out[:-1])
+    assert obj["schema"] == "ovdiff.bank/1" and obj["tensors"]["fg"] == [3, D] and obj["tensors"]["bg"] == [0, D]
+
+
+def test_info_indents_json_for_a_terminal_and_keeps_one_line_for_a_pipe(tmp_path: Path, monkeypatch):
+    path = tmp_path / "bank.dino.safetensors"
+    write_bank(path, bank())
+    (piped,) = check_ok(invoke(path), 1)  # CliRunner's stdout is not a terminal
+    monkeypatch.setattr(info_command, "_stdout_is_terminal", lambda: True)
+    result = invoke(path)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == json.dumps(piped, ensure_ascii=False, indent=2) + "\n"
+    assert result.stdout.splitlines()[1] == f'  "path": {json.dumps(str(path))},'
+
+
+def test_info_reports_missing_and_extra_tensor_bytes(tmp_path: Path):
+    path = tmp_path / "bank.dino.safetensors"
+    write_bank(path, bank())
+    data = path.read_bytes()
+    # The bank's tensors: fg [3, 4] float32, three [3] int64, bg [0, 4] and three [0]: 48 + 3 * 24 bytes.
+    promised = 3 * D * 4 + 3 * 3 * 8
+    path.write_bytes(data[:-5])
+    check_error(invoke(path), str(path), f"is truncated: its header promises {promised} bytes of tensor data, "
+                                         f"it holds {promised - 5}")
+    path.write_bytes(data + b"\0\0")
+    check_error(invoke(path), str(path), f"has trailing bytes: its header promises {promised} bytes")
+
+
+def test_info_checks_shapes_from_the_header(tmp_path: Path):
+    """A tensor whose shape breaks the schema is found without loading any tensor."""
+    path = tmp_path / "bank.dino.safetensors"
+    b = bank()
+    save_file({"fg": b.fg.vectors, "fg_owner": torch.tensor([1, 2]), "fg_kind": b.fg.kind, "fg_index": b.fg.index,
+               "bg": b.bg.vectors, "bg_owner": b.bg.owner, "bg_kind": b.bg.kind, "bg_index": b.bg.index},
+              str(path), metadata={"schema": "ovdiff.bank/1", "meta": json.dumps({**PROVENANCE, "extractor": "dino",
+                                                                                   "vocabulary": {}})})
+    check_error(invoke(path), str(path), "tensor 'fg_owner' has MFG=2 but another tensor has MFG=3",
+                "ovdiff filter-stuff")
