@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -13,6 +14,18 @@ from ovdiff_cli import options
 def _stdout_is_terminal() -> bool:
     """Whether a person reads stdout (a terminal), rather than a pipe or a file."""
     return sys.stdout.isatty()
+
+
+def _for_people(value: Any, depth: int = 0) -> str:
+    """``value`` as indented JSON, with lists of plain values (shapes, class names) on one line."""
+    pad, inner = "  " * depth, "  " * (depth + 1)
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{json.dumps(str(k), ensure_ascii=False)}: {_for_people(v, depth + 1)}"
+                 for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        return "[\n" + ",\n".join(f"{inner}{_for_people(v, depth + 1)}" for v in value) + f"\n{pad}]"
+    return json.dumps(value, ensure_ascii=False)
 
 
 @click.command("info", short_help="Check files ovdiff wrote and show what made them.",
@@ -35,7 +48,7 @@ def info(paths: tuple[str, ...], check_values: bool) -> None:
     from ovdiff_cli.stages.info import describe_all
 
     # Indented for a person; one line per object for a pipe, so `jq`, `grep` and `wc -l` work.
-    indent = 2 if _stdout_is_terminal() else None
+    terminal = _stdout_is_terminal()
     expanded = options.expand_stdin(paths)
     for record in describe_all(expanded, check_values):
-        click.echo(json.dumps(record, ensure_ascii=False, indent=indent))
+        click.echo(_for_people(record) if terminal else json.dumps(record, ensure_ascii=False))

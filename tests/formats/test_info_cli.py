@@ -276,8 +276,13 @@ def test_info_indents_json_for_a_terminal_and_keeps_one_line_for_a_pipe(tmp_path
     monkeypatch.setattr(info_command, "_stdout_is_terminal", lambda: True)
     result = invoke(path)
     assert result.exit_code == 0, result.output
-    assert result.stdout == json.dumps(piped, ensure_ascii=False, indent=2) + "\n"
-    assert result.stdout.splitlines()[1] == f'  "path": {json.dumps(str(path))},'
+    assert json.loads(result.stdout) == piped
+    lines = result.stdout.splitlines()
+    assert lines[0] == "{" and lines[-1] == "}"
+    assert lines[1] == f'  "path": {json.dumps(str(path))},'
+    # Shapes and other lists of plain values stay on one line; a list of lists has one per line.
+    assert f'    "fg": [3, {D}],' in lines and '    "bg_owner": [0],' in lines
+    assert lines[lines.index('      "classes": [') + 1] == '        ["cat", "cat", "thing"],'
 
 
 def test_info_reports_missing_and_extra_tensor_bytes(tmp_path: Path):
