@@ -27,8 +27,8 @@ SAFE_DTYPES: dict[str, str] = {"F32": "float32", "F16": "float16", "I64": "int64
 _ITEM_BYTES: dict[str, int] = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2,
                                "I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
-#: A header longer than this is not one ovdiff wrote (its largest, a VOC bank's, is a few kB);
-#: the bound keeps a corrupt length from making us read a whole file as JSON.
+#: A header longer than this is not one ovdiff wrote (a quick start's largest, a cross-attention
+#: file's, holds 2.4 kB); the bound keeps a corrupt length from making us read a whole file as JSON.
 MAX_HEADER_BYTES = 100_000_000
 
 
