@@ -35,24 +35,34 @@ def run(images: tuple[str, ...], vocab: str | None, output: str, num_images: int
     attribute, mask, prototype, filter-stuff, classify and segment in one go, in the work folder
     OUTPUT. Whatever an earlier run left there with the same settings is reused, so adding a class
     computes only that class. Prints the label maps. Other settings over an earlier run's files are
-    an error: use another OUTPUT, or redo the one stage with its own command and --overwrite.
+    an error, found before anything is drawn: use another OUTPUT, or redo the one stage with its own
+    command and --overwrite.
     """
     from ovdiff_cli.core.settings import DEFAULT_EXTRACTORS, SampleSettings, SegmentSettings
-    from ovdiff_cli.formats import vocabulary
-    from ovdiff_cli.stages.run import RunSettings
-    from ovdiff_cli.stages.run import run as run_all
+    from ovdiff_cli.formats import provenance, vocabulary
+    from ovdiff_cli.formats.images import open_image
+    from ovdiff_cli.stages.run_plan import RunSettings, check_ahead
 
     if not vocab:
         raise click.UsageError("give --vocab")
-    dev = options.resolve_device(device)
-    net_dtype, vit_dtype = options.resolve_dtypes(dtype, dev)
     settings = RunSettings(sample=SampleSettings(num_images=num_images, steps=steps, seed=seed,
                                                  batch_size=batch_size),
                            proposer=proposer, extractors=extractors or DEFAULT_EXTRACTORS,
                            segment=SegmentSettings(pamr=pamr), prefilter=not no_prefilter, batch_size=batch_size,
                            overlay=overlay)
     paths = [Path(p) for p in options.expand_stdin(images)]
-    for path in run_all(vocabulary.parse(vocab), paths, work=Path(output), preset=models, device=dev,
-                        dtype=net_dtype, vit_dtype=vit_dtype,
-                        settings=settings):
+    vocab_ = vocabulary.parse(vocab)
+    # Before torch is imported (seconds) and anything drawn (minutes): the images, and every file an
+    # earlier run left in OUTPUT that a stage would refuse. run_all checks both again, for the API.
+    for path in paths:
+        open_image(path).close()
+    with provenance.within_run():
+        check_ahead(vocab_, paths, work=Path(output), preset=models, settings=settings)
+
+    from ovdiff_cli.stages.run import run as run_all
+
+    dev = options.resolve_device(device)
+    net_dtype, vit_dtype = options.resolve_dtypes(dtype, dev)
+    for path in run_all(vocab_, paths, work=Path(output), preset=models, device=dev, dtype=net_dtype,
+                        vit_dtype=vit_dtype, settings=settings):
         click.echo(str(path))

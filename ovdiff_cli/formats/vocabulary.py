@@ -228,16 +228,24 @@ def builtin(name: str, overlay: bool = True) -> Vocabulary:
     return build(name, [(k, prompts.get(k), None) for k in keys], overlay=overlay)
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False where the name cannot be a file's (a long class list is too long a name)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def parse(spec: str, overlay: bool = True) -> Vocabulary:
     """Resolve a ``--vocab`` value: built-in name, existing or path-like file, or comma list."""
     text = spec.strip()
     if text in BUILTIN:
         return builtin(text, overlay)
-    if Path(spec).is_file():  # a file is taken by its name verbatim, spaces included
+    if _is_file(Path(spec)):  # a file is taken by its name verbatim, spaces included
         return read_file(Path(spec), overlay)
     path = Path(text)
     looks_like_path = "/" in text or "\\" in text or path.suffix.lower() in (".txt", ".tsv", ".vocab")
-    if path.is_file() or (looks_like_path and "," not in text):
+    if _is_file(path) or (looks_like_path and "," not in text):
         return read_file(path, overlay)
     if "," not in text and text:
         # A lone word is far more often a misspelt built-in or a missing file than a vocabulary
