@@ -16,18 +16,28 @@ IGNORE = 255
 
 @dataclass
 class Counts:
-    """I, P, L per class (int64 [K]); shards add up."""
+    """I, P, L per class (int64 [K]) and the confusion matrix they come from; shards add up.
+
+    ``confusion`` is int64 [K, K + 1]: row = ground-truth class, column = predicted class, the last
+    column "no class" (predicted background under the no-background protocol, else 0). Its
+    diagonal is I, its first K columns sum to P and its rows to L. None where it is unknown
+    (counts merged from a ``score --json`` that does not record it); a sum with None is None.
+    """
 
     intersection: np.ndarray
     pred: np.ndarray
     label: np.ndarray
+    confusion: np.ndarray | None = None
 
     @classmethod
     def zeros(cls, k: int) -> Counts:
-        return cls(np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64))
+        z = np.zeros(k, np.int64)
+        return cls(z.copy(), z.copy(), z.copy(), np.zeros((k, k + 1), np.int64))
 
     def __add__(self, other: Counts) -> Counts:
-        return Counts(self.intersection + other.intersection, self.pred + other.pred, self.label + other.label)
+        both = self.confusion is not None and other.confusion is not None
+        return Counts(self.intersection + other.intersection, self.pred + other.pred, self.label + other.label,
+                      self.confusion + other.confusion if both else None)
 
     @property
     def union(self) -> np.ndarray:
@@ -62,8 +72,12 @@ def count(pred: np.ndarray, gt: np.ndarray, k: int, ignore: int = IGNORE, no_cla
     bad_pred = np.nonzero(conf[:k, first_bad:].sum(axis=0))[0]
     if bad_pred.size:
         raise ValueError(f"predicted label {int(bad_pred[0]) + first_bad} is outside 0..{k - 1}")
-    cm = conf[:k, :k].astype(np.int64)
-    return Counts(np.diagonal(cm).copy(), cm.sum(axis=0), conf[:k].sum(axis=1).astype(np.int64))
+    # Columns past k are empty after the checks above (and k itself unless no_class), so the rows
+    # of cm sum to L. With k = 256 conf has no column k: cm's "no class" column stays 0.
+    cm = np.zeros((k, k + 1), np.int64)
+    n = min(k + 1, conf.shape[1])
+    cm[:, :n] = conf[:k, :n]
+    return Counts(np.diagonal(cm).copy(), cm[:, :k].sum(axis=0), cm.sum(axis=1), cm)
 
 
 def metrics(c: Counts) -> dict[str, object]:
@@ -80,6 +94,17 @@ def metrics(c: Counts) -> dict[str, object]:
     return {"iou": iou, "acc": acc, "mIoU": miou, "mAcc": macc,
             "aAcc": float(c.intersection.sum() / total) if total else math.nan,
             "mIoU_nan_as_zero": float(np.nan_to_num(iou, nan=0.0).mean()) if iou.size else math.nan}
+
+
+def confusion_rates(c: Counts) -> np.ndarray:
+    """The row-normalised confusion matrix, float64 [K, K + 1]: each ground-truth class's pixels
+    shared out over the predicted classes (last column: "no class"). A row sums to 1, or is NaN
+    where the class has no ground-truth pixels. Raises ValueError when ``c`` has no confusion."""
+    if c.confusion is None:
+        raise ValueError("these counts do not record a confusion matrix")
+    rows = c.confusion.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(rows > 0, c.confusion / np.maximum(rows, 1), np.nan)
 
 
 def no_background(pred: np.ndarray, gt: np.ndarray, k: int, ignore: int = IGNORE) -> tuple[np.ndarray, np.ndarray]:

@@ -57,10 +57,10 @@ def within_run() -> Iterator[None]:
         _RUN_STAGE.reset(token)
 
 
-#: Commands without ``-o`` (attribute and mask write into the support set) and without
-#: ``--overwrite``: a fix names only options the running command has.
-_NO_OUTPUT = frozenset({"attribute", "mask"})
-_NO_OVERWRITE = frozenset({"explain"})
+#: Commands without ``-o`` (attribute and mask write into the support set, score only its --plot)
+#: and without ``--overwrite``: a fix names only options the running command has.
+_NO_OUTPUT = frozenset({"attribute", "mask", "score"})
+_NO_OVERWRITE = frozenset({"explain", "score"})
 
 
 def conflict_fix(stage: str) -> str:

@@ -55,7 +55,9 @@ class Report:
                 "iou": clean(m["iou"]), "acc": clean(m["acc"]), "mIoU": num(m["mIoU"]), "mAcc": num(m["mAcc"]),
                 "aAcc": num(m["aAcc"]), "mIoU_nan_as_zero": num(m["mIoU_nan_as_zero"]),
                 "intersection": self.counts.intersection.tolist(), "union": self.counts.union.tolist(),
-                "pred": self.counts.pred.tolist(), "label": self.counts.label.tolist(), "warnings": self.warnings}
+                "pred": self.counts.pred.tolist(), "label": self.counts.label.tolist(),
+                **({} if self.counts.confusion is None else {"confusion": self.counts.confusion.tolist()}),
+                "warnings": self.warnings}
 
 
 def _is_picture(path: Path) -> bool:
@@ -236,10 +238,14 @@ def merge(files: Sequence[Path]) -> Report:
     for f in files:
         try:
             d = json.loads(Path(f).read_text())
+            # "confusion" is optional: files from before it was recorded still merge (and cannot be plotted)
+            confusion = np.array(d["confusion"], np.int64) if "confusion" in d else None
             c = core.Counts(np.array(d["intersection"], np.int64), np.array(d["pred"], np.int64),
-                            np.array(d["label"], np.int64))
+                            np.array(d["label"], np.int64), confusion)
+            k = len(d["classes"])
             if not (isinstance(d["images"], int) and isinstance(d["classes"], list) and isinstance(d["protocol"], dict)
-                    and c.intersection.shape == c.pred.shape == c.label.shape == (len(d["classes"]),)):
+                    and c.intersection.shape == c.pred.shape == c.label.shape == (k,)
+                    and (confusion is None or confusion.shape == (k, k + 1))):
                 raise ValueError("inconsistent fields")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise BadFile(f, f"is not the JSON of `ovdiff score --json` ({type(e).__name__})",

@@ -73,3 +73,22 @@ def test_a_prediction_equal_to_the_label_count_is_an_error() -> None:
         no_background(np.array([[3]]), np.array([[1]]), 2)
     c = count(*no_background(np.array([[0]]), np.array([[1]]), 2), 2, no_class=True)
     assert c.label.tolist() == [1, 0] and c.pred.tolist() == [0, 0]
+
+
+def test_the_confusion_matrix_by_hand() -> None:
+    from ovdiff_cli.core.score import confusion_rates
+
+    c = count(PRED, GT, 4)
+    # (gt, pred) pairs as above: row = ground truth, column = prediction, last column "no class"
+    assert c.confusion.tolist() == [[1, 1, 0, 0, 0], [0, 2, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]]
+    rates = confusion_rates(c + c)  # doubling the counts leaves the shares as they are
+    assert rates[:3].tolist() == [[0.5, 0.5, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0]]
+    assert np.isnan(rates[3]).all()  # class 3 has no ground-truth pixels
+    # under the no-background protocol a predicted background lands in the "no class" column
+    pred, gt = no_background(np.array([[1, 2, 0, 2]]), np.array([[1, 0, 2, 255]]), 2)
+    assert count(pred, gt, 2, no_class=True).confusion.tolist() == [[1, 0, 0], [0, 0, 1]]
+    # counts without a confusion matrix (merged from old JSON) add up to counts without one
+    old = Counts(c.intersection, c.pred, c.label)
+    assert (old + c).confusion is None and (old + c).intersection.tolist() == [2, 4, 2, 0]
+    with pytest.raises(ValueError, match="confusion"):
+        confusion_rates(old)

@@ -121,6 +121,7 @@ def test_shards_merge_into_the_whole(runner, tmp_path: Path) -> None:
         parts.append(str(f))
     merged = json.loads(run(runner, "--merge", *parts, "--json").stdout)
     assert merged["intersection"] == whole["intersection"] and merged["union"] == whole["union"]
+    assert merged["confusion"] == whole["confusion"] and np.sum(whole["confusion"]) == sum(whole["label"])
     assert merged["mIoU"] == pytest.approx(whole["mIoU"]) and merged["images"] == 5
 
 
