@@ -23,7 +23,7 @@ from ovdiff_cli import options
               help="Without usable proposals: background where attribution < this.")
 @click.option("--bg-attn-max", type=options.finite(0, 1), default=0.2, show_default=True,
               help="The background proposal keeps only pixels with attribution below this (then one erosion).")
-@options.overlay("Also write FOLDER/overlays/00000.png…: fg (red) and bg (blue) over each image, for a person "
+@options.overlay("Also write FOLDER/overlays/00000.png…: fg (crimson) and bg (blue) over each image, for a person "
                  "to check.")
 @click.option("--save-proposals", is_flag=True, help="Keep the raw proposals in FOLDER/proposals.safetensors.")
 @options.model_run(8)

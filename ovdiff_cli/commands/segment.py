@@ -19,7 +19,8 @@ from ovdiff_cli import options
 @options.no_prefilter
 @options.output("Folder for the label maps (<stem>.png) and side files.", default="segmentation", file_okay=False)
 @options.pamr("Refine the scores with PAMR (10 iterations, dilations 1,2,4,8,12,24).")
-@options.overlay("Also write <stem>.overlay.png: colours over the image, with a legend.")
+@options.overlay("Also write <stem>.overlay.png: class regions outlined over the image, with a legend of every "
+                 "class.")
 @click.option("--save-scores", is_flag=True, help="Also write <stem>.scores.safetensors: per-class score maps.")
 @click.option("--explain", is_flag=True, help="Also write <stem>.explain.safetensors: per pixel and extractor, the "
                                               "prototype that decided it (for `ovdiff explain`).")

@@ -131,19 +131,3 @@ def multi_otsu(values: torch.Tensor, bins: int = 256) -> tuple[float, float] | N
     best = int(torch.argmax(var.flatten()))       # first maximum in row-major = lexicographic order
     bi, bj = divmod(best, var.shape[1])
     return float(centres[bi]), float(centres[bj + 1])
-
-
-#: Overlay colours: foreground crimson, background blue.
-FG_COLOUR = (220, 20, 60)
-BG_COLOUR = (30, 144, 255)
-
-
-def overlay(image: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
-    """A picture for a person to check masks: image [3, H, W] in [0, 1], fg/bg [H, W] bool →
-    uint8 [H, W, 3] with fg and bg tinted and their outlines drawn in full colour."""
-    out = image.permute(1, 2, 0).float().clone()
-    for mask, colour in ((fg, FG_COLOUR), (bg, BG_COLOUR)):
-        c = torch.tensor(colour, dtype=torch.float32) / 255
-        out[mask] = (1 - alpha) * out[mask] + alpha * c
-        out[mask & ~erode_cross(mask)] = c
-    return (out.clamp(0, 1) * 255).round().to(torch.uint8)

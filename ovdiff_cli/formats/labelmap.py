@@ -43,13 +43,26 @@ def palette() -> np.ndarray:
 PALETTE = palette()
 
 
-def write_label_map(path: str | os.PathLike[str], labels: np.ndarray, meta: dict[str, Any] | None = None) -> Path:
-    """Write uint8 [H, W] labels as a palette PNG atomically."""
+def hex_colour(rgb: np.ndarray | tuple[int, int, int]) -> str:
+    """``#rrggbb`` of an RGB triple."""
+    return "#" + "".join(f"{int(c):02x}" for c in rgb)
+
+
+def legend(names: list[str], colours: np.ndarray = PALETTE) -> list[list[Any]]:
+    """[[label, class name, "#rrggbb"], …] for background (0) and each class (1..C): what a label
+    map's ``legend`` metadata holds, so the PNG alone says which colour is which class."""
+    return [[i, name, hex_colour(colours[i])] for i, name in enumerate(["background", *names])]
+
+
+def write_label_map(path: str | os.PathLike[str], labels: np.ndarray, meta: dict[str, Any] | None = None,
+                    colours: np.ndarray = PALETTE) -> Path:
+    """Write uint8 [H, W] labels as a palette PNG atomically; ``colours`` uint8 [K ≤ 256, 3] is its
+    palette (index == label, so readers need no palette)."""
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.dtype != np.uint8:
         raise ValueError(f"a label map is uint8 [H, W], got {labels.dtype} {list(labels.shape)}")
     im = Image.fromarray(labels, mode="L")
-    im.putpalette(PALETTE.tobytes())  # turns the L image into P with index == label
+    im.putpalette(np.asarray(colours, dtype=np.uint8).tobytes())  # turns the L image into P with index == label
     return write_png(path, im, meta)
 
 

@@ -5,7 +5,7 @@ Layout::
     <folder>/images/00000.png     RGB; generation parameters as JSON in the 'ovdiff' text chunk
     <folder>/crossattn.safetensors  recorded cross-attention (ovdiff.crossattn/1, by `ovdiff sample`)
     <folder>/attribution.safetensors attribution maps (ovdiff.attribution/1, by `ovdiff attribute`)
-    <folder>/masks/00000.png      palette masks: 0 = neither, 1 = foreground, 2 = background
+    <folder>/masks/00000.png      palette masks: 0 = neither (black), 1 = foreground (crimson), 2 = background (blue)
     <folder>/overlays/00000.png   fg/bg over the image, for a person to check (``mask --overlay``)
 
 Images are numbered from 0 with five digits; mask ``k`` belongs to image ``k``. Every file
@@ -31,6 +31,7 @@ import torch
 
 from ovdiff_cli.core.attention import AttentionBatch, Attribution, CrossAttention
 from ovdiff_cli.core.masks import SetProposals
+from ovdiff_cli.core.pictures import BG_COLOUR, FG_COLOUR
 from ovdiff_cli.core.tokens import CONTEXT_LENGTH
 from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats import tensorfile
@@ -45,6 +46,8 @@ MASK_OVERLAY_SCHEMA = "ovdiff.mask-overlay/1"
 
 #: Mask values.
 NEITHER, FOREGROUND, BACKGROUND = 0, 1, 2
+#: The masks' palette: neither black, fg and bg the colours every overlay draws them in.
+MASK_PALETTE = np.array([(0, 0, 0), FG_COLOUR, BG_COLOUR], dtype=np.uint8)
 
 
 _INDEX = re.compile(r"^(\d{5,})\.png$")
@@ -141,7 +144,7 @@ class SupportSet:
         """Write mask ``index``: uint8 [S, S] with values 0 (neither), 1 (fg), 2 (bg)."""
         if mask.dtype != np.uint8 or mask.max(initial=0) > BACKGROUND:
             raise ValueError("a support mask is uint8 with values 0, 1, 2")
-        return write_label_map(self.mask_path(index), mask, {"schema": MASK_SCHEMA, **meta})
+        return write_label_map(self.mask_path(index), mask, {"schema": MASK_SCHEMA, **meta}, colours=MASK_PALETTE)
 
     def read_mask(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
         """Mask ``index`` as uint8 [S, S] in {0, 1, 2} and its metadata (e.g. the mask mode)."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ovdiff_cli.core.explain import cell_blocks, vote
-from ovdiff_cli.core.masks import overlay
+from ovdiff_cli.core.pictures import overlay
 from ovdiff_cli.core.prototypes import Prototypes
 from ovdiff_cli.errors import BadFile, BadInput
 from ovdiff_cli.formats import provenance

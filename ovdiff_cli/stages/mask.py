@@ -20,6 +20,7 @@ import torch
 
 from ovdiff_cli import log
 from ovdiff_cli.core import masks as core
+from ovdiff_cli.core.pictures import overlay
 from ovdiff_cli.core.settings import MaskSettings
 from ovdiff_cli.errors import BadFile, BadInput, ModelUnavailable
 from ovdiff_cli.formats import provenance
@@ -170,7 +171,7 @@ class FolderMasker:
             if self._reusable(s.overlay_path(i), MASK_OVERLAY_SCHEMA, {}, inputs):
                 continue
             m = torch.from_numpy(s.read_mask(i)[0])
-            picture = core.overlay(load_images(s, [i], size)[0], m == FOREGROUND, m == BACKGROUND)
+            picture = overlay(load_images(s, [i], size)[0], m == FOREGROUND, m == BACKGROUND)
             s.write_overlay(i, picture.numpy(), provenance.identity(inputs, {}))
 
 

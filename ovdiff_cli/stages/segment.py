@@ -48,7 +48,7 @@ from ovdiff_cli.formats import provenance
 from ovdiff_cli.formats.atomic import file_sha256
 from ovdiff_cli.formats.candidates import read_candidates
 from ovdiff_cli.formats.images import open_image, to_rgb8, write_rgb_png
-from ovdiff_cli.formats.labelmap import LABELMAP_SCHEMA, OVERLAY_SCHEMA, PALETTE, write_label_map
+from ovdiff_cli.formats.labelmap import LABELMAP_SCHEMA, OVERLAY_SCHEMA, legend, write_label_map
 from ovdiff_cli.formats.lock import locked
 from ovdiff_cli.formats.prototypes import Bank, read_bank
 from ovdiff_cli.formats.segmentation import SCORES, Explanation, explain_schema, write_explanation, write_scores
@@ -57,6 +57,7 @@ from ovdiff_cli.models import registry
 from ovdiff_cli.models.extractor_build import FeatureOptions, build_extractor
 from ovdiff_cli.models.interfaces import FeatureExtractor
 from ovdiff_cli.shard import Shard
+from ovdiff_cli.stages.overlay import overlay_picture
 from ovdiff_cli.stages.support import check_writable
 
 
@@ -190,23 +191,6 @@ def read_image(path: Path) -> np.ndarray:
     if note:
         log.logger.warning("warning: %s: %s", path, note)
     return rgb
-
-
-def overlay_picture(rgb: np.ndarray, labels: np.ndarray, names: list[str], alpha: float = 0.5) -> np.ndarray:
-    """The image with its label colours blended in and a legend of the classes present."""
-    from PIL import ImageDraw
-
-    colours = PALETTE[labels].astype(np.float32)
-    blend = (rgb.astype(np.float32) * (1 - alpha) + colours * alpha).round().astype(np.uint8)
-    present = [int(v) for v in np.unique(labels)]
-    line = 14
-    legend = Image.new("RGB", (blend.shape[1], line * len(present) + 6), (255, 255, 255))
-    draw = ImageDraw.Draw(legend)
-    for k, v in enumerate(present):
-        y = 3 + k * line
-        draw.rectangle([4, y, 14, y + 10], fill=tuple(int(c) for c in PALETTE[v]))
-        draw.text((20, y - 1), "background" if v == 0 else names[v - 1], fill=(0, 0, 0))
-    return np.concatenate([blend, np.asarray(legend)], axis=0)
 
 
 #: The side files segment writes beside ``<stem>.png`` on request: kind → (suffix, schema).
@@ -531,9 +515,11 @@ def _write(plan: Outputs, result: Result, identity: Identity, job: ImageJob, voc
         write_explanation(plan.sides["explain"], Explanation(e.labels, e.rows, e.similarity, {
             **meta, "banks": banks, "size": list(job.rgb.shape[:2]), "resized": list(e.labels.shape)}))
     if "overlay" in plan.sides:
-        write_rgb_png(plan.sides["overlay"], overlay_picture(job.rgb, result.labels, vocab.names),
+        write_rgb_png(plan.sides["overlay"], overlay_picture(job.rgb, result.labels, vocab.names, active.tolist()),
                       {"schema": OVERLAY_SCHEMA, **meta})
-    return write_label_map(plan.label_map, result.labels, {"schema": LABELMAP_SCHEMA, **meta})
+    # the legend in the label map's own metadata: the PNG alone says which colour is which class
+    return write_label_map(plan.label_map, result.labels, {"schema": LABELMAP_SCHEMA, **meta,
+                                                          "legend": legend(vocab.names)})
 
 
 def _remove_stale_sides(plan: Outputs, inputs: dict[str, Any], settings: dict[str, Any], overwrite: bool) -> None:

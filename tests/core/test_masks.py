@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 
-from ovdiff_cli.core.masks import erode_cross, fallback, multi_otsu, overlay, select, with_uncovered
+from ovdiff_cli.core.masks import erode_cross, fallback, multi_otsu, select, with_uncovered
 from ovdiff_cli.core.settings import MaskSettings
 
 
@@ -227,17 +227,6 @@ def test_multi_otsu_equals_scikit_image_on_three_values_and_gives_up_with_it() -
     assert multi_otsu(two) is None
     with pytest.raises(ValueError, match="only 2 different values"):
         filters.threshold_multiotsu(two.double().numpy(), classes=3, nbins=256)
-
-
-def test_overlay_tints_inside_and_outlines_in_full_colour() -> None:
-    image = torch.zeros(3, 5, 5)
-    fg = torch.zeros(5, 5, dtype=torch.bool)
-    fg[1:4, 1:4] = True
-    out = overlay(image, fg, torch.zeros(5, 5, dtype=torch.bool), alpha=0.5)
-    assert out.dtype == torch.uint8 and out.shape == (5, 5, 3)
-    assert out[2, 2].tolist() == [110, 10, 30]      # half of (220, 20, 60) over black
-    assert out[1, 1].tolist() == [220, 20, 60]      # the outline
-    assert out[0, 0].tolist() == [0, 0, 0]
 
 
 def test_the_background_keeps_only_pixels_below_bg_attn_max() -> None:

@@ -140,7 +140,7 @@ def test_mask_round_trip(tmp_path: Path):
     assert meta["schema"] == "ovdiff.mask/1"
     with Image.open(path) as im:
         colours = np.asarray(im.convert("RGB"))
-    assert colours[0].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0]]
+    assert colours[0].tolist() == [[0, 0, 0], [220, 20, 60], [30, 144, 255]]  # black, the overlays' fg and bg
 
 
 @pytest.mark.parametrize("mask", [np.array([[0, 3]], dtype=np.uint8), np.array([[0, 1]], dtype=np.int64),

@@ -37,6 +37,7 @@ def test_labels_by_hand(runner, colour_preset, bank: Path, image: Path, tmp_path
         assert im.mode == "P" and bytes(im.getpalette()[:9]) == PALETTE[:3].tobytes()
         meta = json.loads(im.info["ovdiff"])
     assert meta["vocabulary"]["classes"][0][0] == "red" and meta["active"] == ["red", "green"]
+    assert meta["legend"] == [[0, "background", "#000000"], [1, "red", "#800000"], [2, "green", "#008000"]]
     scores, _ = read_scores(out / "rg.scores.safetensors")
     assert scores.shape == (3, 64, 96)
     assert scores[:, 0, 0].tolist() == pytest.approx([S, 1.0, 0.0], abs=1e-5)
@@ -45,6 +46,12 @@ def test_labels_by_hand(runner, colour_preset, bank: Path, image: Path, tmp_path
     assert e.labels[0, 47] == 0 and e.labels[0, 0] == 1
     with Image.open(out / "rg.overlay.png") as im:
         assert im.size[0] == 96 and im.size[1] > 64  # the legend below
+        top = np.asarray(im.convert("RGB"))[:64]
+    # outlines in the palette colour, 2 px inside each region (x 44–45 and 50–51); fills 0.6 photo + 0.4 colour:
+    # red 0.6·255 + 0.4·128 = 204.2; the background (x 46–49) is the photo
+    assert top[32, 45].tolist() == [128, 0, 0] and top[32, 50].tolist() == [0, 128, 0]
+    assert top[32, 10].tolist() == [204, 0, 0] and top[32, 80].tolist() == [0, 204, 0]
+    assert top[32, 47].tolist() == [255, 0, 0] and top[32, 48].tolist() == [0, 255, 0]
 
 
 def test_candidates_decide_the_active_classes(runner, colour_preset, bank: Path, image: Path, tmp_path: Path) -> None:
