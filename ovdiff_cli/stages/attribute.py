@@ -37,7 +37,7 @@ from ovdiff_cli.stages.support import load_images
 #: Seed of the re-noising generator (the method's test-time seed, docs/method.md §12 R9).
 RENOISE_SEED = 43
 EXISTS = log.Repeated(lambda paths: log.counted(paths, "{item}: attribution exists, skipped",
-                                                "{n} support sets' attribution exists, skipped (first: {first})"))
+                                                "{n} support sets have their attribution, skipped (first: {first})"))
 
 
 def _reusable(s: SupportSet, inputs: dict[str, Any], settings: dict[str, Any], overwrite: bool) -> bool:

@@ -35,7 +35,7 @@ from ovdiff_cli.stages.support import load_images
 
 THRESHOLD = "threshold"
 MASKS_EXIST = log.Repeated(lambda paths: log.counted(paths, "{item}: masks exist, skipped",
-                                                     "{n} support sets' masks exist, skipped (first: {first})"))
+                                                     "{n} support sets have their masks, skipped (first: {first})"))
 
 
 def resolve_proposer(name: str, *, preset: str, device: torch.device, dtype: torch.dtype,
