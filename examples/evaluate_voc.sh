@@ -12,7 +12,7 @@ STEPS=${STEPS:-30}
 WORK=${WORK:-voc}
 
 ovdiff sample --vocab voc --models "$PRESET" -n "$N" --steps "$STEPS" -o "$WORK/support" \
-  | ovdiff attribute - | ovdiff mask - \
+  | ovdiff attribute - --models "$PRESET" | ovdiff mask - --models "$PRESET" \
   | ovdiff prototype - --models "$PRESET" -o "$WORK/prototypes" \
   | xargs ovdiff filter-stuff --vocab voc -o "$WORK/banks"
 ovdiff segment "$VOC" --dataset voc --bank "$WORK/banks" --models "$PRESET" -o "$WORK/segmentation" > /dev/null

@@ -14,8 +14,8 @@ IMAGE=${IMAGE:-$(dirname "$0")/data/table.png}
 
 # one support set per class, attributed and masked as it streams through
 ovdiff sample --vocab "$VOCAB" --models "$PRESET" -n "$N" --steps "$STEPS" -o "$WORK/support" \
-  | ovdiff attribute - \
-  | ovdiff mask - \
+  | ovdiff attribute - --models "$PRESET" \
+  | ovdiff mask - --models "$PRESET" \
   | ovdiff prototype - --models "$PRESET" -x sd -x dino -o "$WORK/prototypes" \
   | xargs ovdiff filter-stuff --vocab "$VOCAB" -o "$WORK/banks" --json
 

@@ -13,8 +13,8 @@ IMAGE=${IMAGE:-$(dirname "$0")/data/table.png}
 VOCAB="donut with chocolate glaze,cat"
 
 ovdiff sample "donut with chocolate glaze" cat --models "$PRESET" -n "$N" --steps "$STEPS" -o "$WORK/support"
-ovdiff attribute "$WORK"/support/*
-ovdiff mask "$WORK"/support/*
+ovdiff attribute "$WORK"/support/* --models "$PRESET"
+ovdiff mask "$WORK"/support/* --models "$PRESET"
 ovdiff prototype "$WORK"/support/* --models "$PRESET" -o "$WORK/prototypes"
 ovdiff filter-stuff "$WORK"/prototypes/*.safetensors --vocab "$VOCAB" -o "$WORK/banks"
 ovdiff classify "$IMAGE" --vocab "$VOCAB" --models "$PRESET" -o "$WORK/candidates.jsonl"

@@ -12,7 +12,7 @@ OUT=${OUT:-support}
 
 # sample prints one folder per class; attribute reads them from stdin (`-`) and prints its files.
 ovdiff sample cat "donut with chocolate glaze" --models "$PRESET" -n "$N" --steps "$STEPS" -o "$OUT" -q \
-  | ovdiff attribute - -q \
+  | ovdiff attribute - --models "$PRESET" -q \
   | xargs ovdiff info \
   | python3 -c '
 import json, sys

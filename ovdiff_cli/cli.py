@@ -50,7 +50,7 @@ class OvdiffGroup(click.Group):
     """A group whose commands come from an explicit list of ``module:attribute`` names."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
-        log.set_verbosity(0)  # each invocation starts from the default; -v/-q adjust it
+        log.begin()  # each invocation starts from the default level (-v/-q adjust it), nothing said yet
         return super().main(*args, **kwargs)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -80,7 +80,7 @@ class OvdiffGroup(click.Group):
                 log.logger.debug("traceback of the error below", exc_info=True)
             raise OneLineError(str(e)) from None
         except KeyboardInterrupt:
-            click.echo("ovdiff: interrupted", err=True)
+            click.echo("ovdiff: error: interrupted", err=True)
             sys.exit(130)
 
 

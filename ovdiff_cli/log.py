@@ -2,14 +2,21 @@
 
 Verbosity is a process-wide level: ``-q`` → warnings and errors only, no progress bars;
 default → info; ``-v`` → debug, and tracebacks for expected errors.
+
+Every line says its level: ``ovdiff: note: …`` (info: nothing to do), ``ovdiff: warning: …``
+(something the user can act on, with how), ``ovdiff: error: …`` (cli.py's one-line errors),
+``ovdiff: debug: …``. A note that would come once per class, file or image is a
+:class:`Repeated`: within a :func:`stage` its occurrences are summed into one line, said when
+the stage ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -17,6 +24,11 @@ logger = logging.getLogger("ovdiff")
 
 _state = {"verbosity": 0}
 _warned_once: set[str] = set()
+_noted_once: set[str] = set()
+
+#: The word each level is printed with, after ``ovdiff:``.
+LEVEL_WORDS = {logging.DEBUG: "debug", logging.INFO: "note", logging.WARNING: "warning", logging.ERROR: "error",
+               logging.CRITICAL: "error"}
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -31,16 +43,32 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _LevelFormatter(logging.Formatter):
+    """``ovdiff: <level>: <message>``; callers never write the level into the message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.level_word = LEVEL_WORDS.get(record.levelno, record.levelname.lower())
+        return super().format(record)
+
+
 def set_verbosity(verbosity: int) -> None:
     """Set the level: negative = quiet, 0 = normal, positive = verbose."""
     _state["verbosity"] = verbosity
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
     if not logger.handlers:
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("ovdiff: %(message)s"))
+        handler.setFormatter(_LevelFormatter("ovdiff: %(level_word)s: %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(level)
+
+
+def begin() -> None:
+    """Start one invocation afresh: the default level, and every once-only message unsaid again."""
+    set_verbosity(0)
+    _warned_once.clear()
+    _noted_once.clear()
+    _stages.clear()
 
 
 def verbosity() -> int:
@@ -52,7 +80,68 @@ def warn_once(key: str, message: str) -> None:
     """Log a warning the first time ``key`` is seen in this process (e.g. a fallback in use)."""
     if key not in _warned_once:
         _warned_once.add(key)
-        logger.warning("warning: %s", message)
+        logger.warning("%s", message)
+
+
+def note_once(key: str, message: str) -> None:
+    """Log a note the first time ``key`` is seen in this process."""
+    if key not in _noted_once:
+        _noted_once.add(key)
+        logger.info("%s", message)
+
+
+class Repeated:
+    """A note that may come once per class, file or image, e.g. "cat: masks exist, skipped".
+
+    ``summary(items)`` words one line for all the items :func:`repeat` was given during a stage
+    (a single item should read as the note itself). Instances are compared by identity: make
+    one per kind, at module level.
+    """
+
+    def __init__(self, summary: Callable[[list[Any]], str]) -> None:
+        self.summary = summary
+
+
+_stages: list[dict[Repeated, list[Any]]] = []
+
+
+@contextlib.contextmanager
+def stage() -> Iterator[None]:
+    """Sum the :class:`Repeated` notes made inside into one line per kind, said at the end.
+
+    Usable as a decorator (``@log.stage()``). Stages nest: each says its own notes when it
+    ends. A stage that raises says nothing: its error is the one line the user gets.
+    """
+    collected: dict[Repeated, list[Any]] = {}
+    _stages.append(collected)
+    try:
+        yield
+    finally:
+        _stages.pop()  # blocks nest, so the last one is this one
+    for kind, items in collected.items():  # in the order each kind was first seen
+        logger.info("%s", kind.summary(items))
+
+
+def repeat(kind: Repeated, item: Any, detail: str | None = None) -> None:
+    """One occurrence of ``kind``: summed within a :func:`stage`, said at once outside one.
+
+    ``detail`` (this occurrence in words) is logged at debug level right away, for ``-v``.
+    """
+    if detail is not None:
+        logger.debug("%s", detail)
+    if _stages:
+        _stages[-1].setdefault(kind, []).append(item)
+    else:
+        logger.info("%s", kind.summary([item]))
+
+
+def counted(items: list[Any], one: str, many: str) -> str:
+    """``one`` for a single item, else ``many``; both are formatted with n, first and item.
+
+    E.g. ``counted(paths, "{item}: masks exist, skipped", "{n} support sets' masks exist, skipped
+    (first: {first})")``.
+    """
+    return (one if len(items) == 1 else many).format(n=len(items), first=items[0], item=items[0])
 
 
 def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:

@@ -88,7 +88,7 @@ def _acquire(path: Path, target: Path, timeout: float | None, made: list[Path]) 
                               fix="wait for it to finish or choose another -o; OVDIFF_LOCK_TIMEOUT sets how long "
                                   "to wait") from None
             if not said:
-                log.logger.info("note: %s is being written by %s; waiting for it", target, owner)
+                log.logger.info("%s is being written by %s; waiting for it", target, owner)
                 said = True
             time.sleep(POLL)
             continue
@@ -103,7 +103,7 @@ def _acquire(path: Path, target: Path, timeout: float | None, made: list[Path]) 
             continue
         left = _owner(fd)
         if left:
-            log.logger.info("note: took over the lock of %s, left by %s, which is gone", target, left)
+            log.logger.info("took over the lock of %s, left by %s, which is gone", target, left)
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())

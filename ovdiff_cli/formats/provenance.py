@@ -43,6 +43,8 @@ from ovdiff_cli.errors import BadFile
 _RUN_STAGE: contextvars.ContextVar[bool] = contextvars.ContextVar("ovdiff_in_run", default=False)
 
 _said_stale: set[str] = set()
+STALE = log.Repeated(lambda paths: log.counted(paths, "{item}: its inputs changed, so it is made again",
+                                               "{n} files' inputs changed, so they are made again (first: {first})"))
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]{0,63}")  # fullmatch: "$" would let "sd\n" through
 
@@ -198,7 +200,7 @@ def compare(path: str | os.PathLike[str], old: Mapping[str, Any], *, stage: str,
     if as_json(old.get("inputs")) != as_json(dict(inputs)):
         if str(path) not in _said_stale:  # a stage may ask twice (before its models load, then under the lock)
             _said_stale.add(str(path))
-            log.logger.info("%s: its inputs changed, so it is made again", path)
+            log.repeat(STALE, path)
         return False
     return True
 

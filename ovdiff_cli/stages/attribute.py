@@ -36,13 +36,15 @@ from ovdiff_cli.stages.support import load_images
 
 #: Seed of the re-noising generator (the method's test-time seed, docs/method.md §12 R9).
 RENOISE_SEED = 43
+EXISTS = log.Repeated(lambda paths: log.counted(paths, "{item}: attribution exists, skipped",
+                                                "{n} support sets have their attribution, skipped (first: {first})"))
 
 
 def _reusable(s: SupportSet, inputs: dict[str, Any], settings: dict[str, Any], overwrite: bool) -> bool:
     """The one reuse rule (:mod:`ovdiff_cli.formats.provenance`) for ``attribution.safetensors``."""
     if provenance.decide(s.attribution_path, ATTRIBUTION.id, stage="attribute", inputs=inputs, settings=settings,
                          overwrite=overwrite):
-        log.logger.info("%s: attribution exists, skipped", s.path)
+        log.repeat(EXISTS, s.path)
         return True
     return False
 
@@ -120,6 +122,7 @@ def by_renoising(s: SupportSet, attender: ImageAttender, *, models_meta: dict[st
     return s.attribution_path
 
 
+@log.stage()
 def attribute(folders: Sequence[Path], *, phrase: str | None = None, settings: AttributeSettings = AttributeSettings(),
               overwrite: bool = False, renoise: bool = False, preset: str = "paper",
               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, template: str = TEMPLATE,

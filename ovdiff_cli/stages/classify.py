@@ -77,6 +77,7 @@ def decide(image: torch.Tensor, prompts: Sequence[str], texts: TextCache, max_ke
     return cf.Decision([float(x) for x in p], kept, [kept[i] for i in sets[best]], float(scores[best]))
 
 
+@log.stage()
 def classify(images: Sequence[Path], vocab: Vocabulary, *, preset: str = "paper", device: torch.device | str = "cpu",
              dtype: torch.dtype = torch.float32, batch_size: int = 32, max_keep: int = cf.MAX_KEEP,
              existing: Path | None = None, overwrite: bool = False) -> list[Candidates]:
@@ -118,6 +119,7 @@ def classify(images: Sequence[Path], vocab: Vocabulary, *, preset: str = "paper"
     return [out[i] for i in range(len(images))]
 
 
+@log.stage()
 def classify_into(images: Sequence[Path], vocab: Vocabulary, *, path: Path, preset: str = "paper",
                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, batch_size: int = 32,
                   max_keep: int = cf.MAX_KEEP, overwrite: bool = False) -> Path:

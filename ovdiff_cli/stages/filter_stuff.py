@@ -25,6 +25,9 @@ from ovdiff_cli.stages.support import check_writable
 
 #: What must agree between the prototype files of one bank.
 SAME = ("features", "models")
+REUSED = log.Repeated(lambda paths: log.counted(
+    paths, "{item}: exists, made the same way from the same prototype files; reused",
+    "{n} banks exist, made the same way from the same prototype files; reused (first: {first})"))
 
 
 def with_stuff(vocab: Vocabulary, stuff: Sequence[str]) -> Vocabulary:
@@ -71,7 +74,7 @@ def group(files: Sequence[Path], vocab: Vocabulary) -> dict[str, dict[str, tuple
                 raise BadFile(path, f"was made with other {' and '.join(differ)} than {first_path}",
                               fix="recompute the odd prototypes with the same `ovdiff prototype` settings")
     if ignored:  # said only once the files are known to make banks, so an error stays one line
-        log.logger.info("note: ignored prototypes of classes outside the vocabulary: %s", outside)
+        log.logger.info("ignored prototypes of classes outside the vocabulary: %s", outside)
     return by_ex
 
 
@@ -122,6 +125,7 @@ def bank_identity(vocab: Vocabulary, classes: dict[str, tuple[Path, Prototypes]]
     return digests, {"vocabulary": vocab.to_meta(), "stuff": stuff, "settings": settings.to_meta()}
 
 
+@log.stage()
 def filter_stuff(files: Sequence[Path], vocab: Vocabulary, *, out: Path, settings: BankSettings = BankSettings(),
                  stuff: Sequence[str] = (), overwrite: bool = False) -> list[tuple[Path, dict[str, Any]]]:
     """Write ``out/bank.<extractor>.safetensors`` per extractor; return (path, summary) pairs."""
@@ -139,7 +143,7 @@ def filter_stuff(files: Sequence[Path], vocab: Vocabulary, *, out: Path, setting
                                       overwrite=overwrite)
             bank, summary = build_bank(vocab, by_ex[ex], settings)
             if reuse:
-                log.logger.info("%s: exists, made the same way from the same prototype files; reused", path)
+                log.repeat(REUSED, path)
             else:
                 write_bank(path, bank)
         summary["path"] = str(path)

@@ -35,6 +35,8 @@ from ovdiff_cli.models.rcnn.detector import CascadeMaskRCNN
 from ovdiff_cli.stages.support import load_images
 
 THRESHOLD = "threshold"
+MASKS_EXIST = log.Repeated(lambda paths: log.counted(paths, "{item}: masks exist, skipped",
+                                                     "{n} support sets have their masks, skipped (first: {first})"))
 
 
 def resolve_proposer(name: str, *, preset: str, device: torch.device, dtype: torch.dtype,
@@ -45,8 +47,9 @@ def resolve_proposer(name: str, *, preset: str, device: torch.device, dtype: tor
     p = registry.get_preset(preset)
     if name == "auto":
         if "proposer.cutler" not in p.slots:
-            log.warn_once("proposer", f"preset {p.name!r} has no CutLER; masks come from thresholding the "
-                                      "attribution maps (--proposer threshold)")
+            # nothing to fix: the preset was chosen without a detector, so this is a note, not a warning
+            log.note_once("proposer", f"preset {p.name!r} has no CutLER, so masks come from thresholding the "
+                                      "attribution maps (as with --proposer threshold)")
             return None
         try:
             return as_proposer(registry.load(p, "proposer.cutler", device, dtype), settings)
@@ -108,7 +111,7 @@ class FolderMasker:
         if todo:
             self._make(s, att.maps, att.maps64, indices, todo, settings, attribution, images)
         else:
-            log.logger.info("%s: masks exist, skipped", s.path)
+            log.repeat(MASKS_EXIST, s.path)
         if self.want_overlay:
             self._overlays(s, indices, int(att.maps.shape[-1]), images)
         return s.path
@@ -175,6 +178,7 @@ class FolderMasker:
             s.write_overlay(i, picture.numpy(), provenance.identity(inputs, {}))
 
 
+@log.stage()
 def mask(folders: Sequence[Path], *, proposer: str = "auto", preset: str = "paper", device: torch.device | str = "cpu",
          dtype: torch.dtype = torch.float32, settings: MaskSettings = MaskSettings(), batch_size: int = 8,
          overwrite: bool = False, overlay: bool = False, save_proposals: bool = False) -> list[Path]:

@@ -71,7 +71,7 @@ def download(name: str) -> list[ComponentStatus]:
                 log.logger.info("downloading %s into %s", comp.key, source.where())
                 source.download(comp.key)
         if comp.missing_packages():
-            log.logger.warning("warning: %s also needs %s: %s", comp.key, ", ".join(comp.missing_packages()),
+            log.logger.warning("%s also needs %s: %s", comp.key, ", ".join(comp.missing_packages()),
                                comp.install or "pip install " + " ".join(comp.missing_packages()))
     return check([name])
 

@@ -34,6 +34,42 @@ from ovdiff_cli.models.interfaces import FeatureExtractor
 from ovdiff_cli.stages.support import check_writable, load_images, seed_everything
 
 
+@dataclass(frozen=True)
+class FewParts:
+    """One side of one prototype file that got fewer k-means parts than asked for."""
+
+    name: str
+    extractor: str
+    side: str
+    parts: int
+    clusters: int
+
+
+def _few_parts_one(items: list[FewParts]) -> str:
+    f = items[0]
+    return (f"{f.name} ({f.extractor}): the {f.side} pixels hold only {f.parts} distinct vectors, so {f.parts} "
+            f"parts instead of {f.clusters}")
+
+
+def _few_parts(items: list[FewParts]) -> str:
+    """One line for every side that got fewer parts in a stage (one file per class and extractor)."""
+    if len(items) == 1:
+        return _few_parts_one(items)
+    files = len({(f.name, f.extractor) for f in items})
+    sides = " or ".join(side for side in ("fg", "bg") if any(f.side == side for f in items))
+    fewest = min(items, key=lambda f: f.parts)
+    asked = " or ".join(str(c) for c in sorted({f.clusters for f in items}))
+    counted = f"{files} prototype file had" if files == 1 else f"{files} prototype files had"
+    return (f"{counted} fewer distinct {sides} vectors than {asked} parts, so fewer parts (fewest: {fewest.parts}, "
+            f"{fewest.name} {fewest.side} with {fewest.extractor})")
+
+
+FEW_PARTS = log.Repeated(_few_parts)
+REUSED = log.Repeated(lambda paths: log.counted(
+    paths, "{item}: exists, made the same way from the same images and masks; reused",
+    "{n} prototype files exist, made the same way from the same images and masks; reused (first: {first})"))
+
+
 def class_slug(name: str) -> str:
     """The file-name part of a class: its slug (only letters, digits and ``-``, so a class name read
     from a support set's metadata never leads outside -o), or a digest of a name without letters."""
@@ -116,7 +152,7 @@ class ClassPrototyper:
         with locked(path):  # a second process waits here, then reuses what the first wrote
             if provenance.decide(path, PROTOTYPES.id, stage="prototype", inputs=digests, settings=settings,
                                  overwrite=self.overwrite):
-                log.logger.info("%s: exists, made the same way from the same images and masks; reused", path)
+                log.repeat(REUSED, path)
                 return path
             return self._make(s, inputs, path, provenance.identity(digests, settings))
 
@@ -129,8 +165,9 @@ class ClassPrototyper:
                            "resample the class with another --seed or a larger -n, or check its masks")
         sides = {k: build_side(p, self.settings) for k, p in pools.items()}
         if sides["bg"].class_proto.shape[0] == 0:
-            log.logger.warning("warning: class %r has no background pixels on the %s grid; it contributes no "
-                               "background prototypes", name, self.extractor.name)
+            log.logger.warning("class %r has no background pixels on the %s grid; it contributes no "
+                               "background prototypes (check its masks with `ovdiff mask --overlay`, or "
+                               "resample it)", name, self.extractor.name)
         # "support" is where explain reads the support set back; it is a read path, never written
         meta = {**wanted, "class": name, "extractor": self.extractor.name, "support": str(s.path),
                 "grid": list(grid), "images": len(indices),
@@ -140,8 +177,8 @@ class ClassPrototyper:
                 "mask_modes": dict(sorted(modes.items()))}
         for side, k in meta["parts"].items():
             if 0 < k < self.settings.clusters:
-                log.logger.info("%s (%s): the %s pixels hold only %d distinct vectors, so %d parts instead of %d",
-                                name, self.extractor.name, side, k, k, self.settings.clusters)
+                few = FewParts(name, self.extractor.name, side, k, self.settings.clusters)
+                log.repeat(FEW_PARTS, few, detail=_few_parts_one([few]))
         return write_prototypes(path, Prototypes(sides["fg"], sides["bg"], meta))
 
     def _pool(self, s: SupportSet, indices: Sequence[int], fg: torch.Tensor,
@@ -164,6 +201,7 @@ class ClassPrototyper:
         return pools, grid
 
 
+@log.stage()
 def prototype(folders: Sequence[Path], *, extractors: Sequence[str] = DEFAULT_EXTRACTORS,
               out: Path = Path("prototypes"), preset: str = "paper", device: torch.device | str = "cpu",
               dtype: torch.dtype = torch.float32, vit_dtype: torch.dtype | None = None,

@@ -48,6 +48,8 @@ from ovdiff_cli.stages.support import check_writable, seed_everything
 
 #: Safety-checker retries per flagged image before giving up.
 MAX_REPLACEMENTS = 10
+COMPLETE = log.Repeated(lambda folders: log.counted(folders, "{item}: complete, skipped",
+                                                    "{n} support sets complete, skipped (first: {first})"))
 
 #: The ``source`` of a drawn set's files, and of a set built from a user's images.
 SOURCE_SD, SOURCE_IMAGES = "sd", "images"
@@ -154,7 +156,7 @@ class ClassSampler:
         with locked(folder):
             if prepare(s, settings=settings, overwrite=overwrite,
                        complete=lambda: s.crossattn_path.is_file() and s.image_indices() == list(range(n))):
-                log.logger.info("%s: complete, skipped", folder)
+                log.repeat(COMPLETE, folder)
                 for k in range(n_batches):  # keep the noise sequence where a fresh run would leave it
                     torch.randn(self.gen.noise_shape(min(n, (k + 1) * b) - k * b), generator=noise_gen,
                                 dtype=torch.float16)
@@ -254,6 +256,7 @@ def prepare(s: SupportSet, *, settings: dict[str, Any], overwrite: bool, complet
     return complete()
 
 
+@log.stage()
 def sample(classes: Sequence[VocabClass], *, out: Path, preset: str, device: torch.device, dtype: torch.dtype,
            settings: SampleSettings, shard: Shard = Shard(), overwrite: bool = False, safety_checker: bool = False,
            free_prompt: str | None = None) -> list[Path]:
@@ -288,6 +291,7 @@ def sample(classes: Sequence[VocabClass], *, out: Path, preset: str, device: tor
     return folders
 
 
+@log.stage()
 def from_images(vclass: VocabClass, photos: Sequence[Path], *, out: Path, preset: str, device: torch.device,
                 dtype: torch.dtype, overwrite: bool = False) -> Path:
     """Build ``out/<slug>`` from a user's images instead of drawing it; return the folder.
@@ -315,7 +319,7 @@ def from_images(vclass: VocabClass, photos: Sequence[Path], *, out: Path, preset
         # decoded before anything there is removed.
         if not overwrite and prepare(s, settings=settings, overwrite=False,
                                      complete=lambda: s.image_indices() == list(range(len(photos)))):
-            log.logger.info("%s: complete, skipped", s.path)
+            log.repeat(COMPLETE, s.path)
             return s.path
         pictures = [squash_image(p, size) for p in log.progress(photos, desc=vclass.name, unit="img")]
         if overwrite:

@@ -163,6 +163,7 @@ def _listed(names: Sequence[str], most: int = 6) -> str:
     return f"[{shown}{', …' if len(names) > most else ''}]"
 
 
+@log.stage()
 def score(pred: Path, gt: Path, *, vocab: Vocabulary | None = None, dataset: str | None = None,
           background: bool = True, strict: bool = False, shard: Shard = Shard()) -> Report:
     """Score every ground truth of ``gt`` (a folder, a list file, or a dataset root with ``dataset``)."""
@@ -197,7 +198,7 @@ def score(pred: Path, gt: Path, *, vocab: Vocabulary | None = None, dataset: str
             message = f"{len(items)} {what} (first: {items[0]})"
             if strict:
                 raise BadInput(message, "drop --strict to score the pairs that match")
-            log.logger.warning("warning: %s; they are left out", message)
+            log.logger.warning("%s; they are left out", message)
     pairs = shard.select([(s, preds[s], truths[s]) for s in matched])
     counts, no_class = _count(pairs, k, background=background)
     if no_class:
@@ -205,9 +206,9 @@ def score(pred: Path, gt: Path, *, vocab: Vocabulary | None = None, dataset: str
         message = f"{no_class} pixels are predicted background under the no-background protocol"
         if strict:
             raise BadInput(message, "segment with --no-background")
-        log.logger.warning("warning: %s; they count as wrong", message)
+        log.logger.warning("%s; they count as wrong", message)
     if not pairs:
-        log.logger.warning("warning: shard %s holds none of the %d matched pairs", shard, len(matched))
+        log.logger.warning("shard %s holds none of the %d matched pairs", shard, len(matched))
     return Report(names, counts, protocol, len(pairs), warnings)
 
 

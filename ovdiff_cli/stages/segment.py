@@ -185,15 +185,29 @@ class Segmenter:
         return Result(labels.to(torch.uint8).cpu().numpy(), full.cpu() if save_scores else None, explanation)
 
 
+def _converted(items: list[tuple[Path, str]]) -> str:
+    path, note = items[0]
+    if len(items) == 1:
+        return f"{path}: {note}"
+    return f"{len(items)} images were converted to 8-bit RGB (first: {path}: {note})"
+
+
+#: A note, not a warning: the conversion is the one the method prescribes, and there is nothing to do about it.
+CONVERTED = log.Repeated(_converted)
+
+
 def read_image(path: Path) -> np.ndarray:
-    """Any image as uint8 RGB, with a warning naming the conversion (docs/method.md §7.1)."""
+    """Any image as uint8 RGB, with a note naming the conversion (docs/method.md §7.1)."""
     rgb, note = to_rgb8(open_image(path))
     if note:
-        log.logger.warning("warning: %s: %s", path, note)
+        log.repeat(CONVERTED, (path, note), detail=f"{path}: {note}")
     return rgb
 
 
 #: The side files segment writes beside ``<stem>.png`` on request: kind → (suffix, schema).
+REMOVED = log.Repeated(lambda paths: log.counted(
+    paths, "{item}: removed, it belonged to the label map made before",
+    "{n} side files removed, they belonged to the label maps made before (first: {first})"))
 SIDE_FILES: dict[str, tuple[str, str]] = {
     "overlay": (".overlay.png", OVERLAY_SCHEMA),
     "scores": (".scores.safetensors", SCORES.id),
@@ -345,6 +359,7 @@ class SideOutputs:
         return [k for k, on in (("overlay", self.overlay), ("scores", self.scores), ("explain", self.explain)) if on]
 
 
+@log.stage()
 def segment(images: Sequence[Path], bank_paths: Sequence[Path], *, out: Path, preset: str = "paper",
             device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
             vit_dtype: torch.dtype | None = None, settings: SegmentSettings = SegmentSettings(),
@@ -536,4 +551,4 @@ def _remove_stale_sides(plan: Outputs, inputs: dict[str, Any], settings: dict[st
         if stale:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            log.logger.info("%s: removed, it belonged to the label map made before", path)
+            log.repeat(REMOVED, path)

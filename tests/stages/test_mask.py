@@ -152,7 +152,18 @@ def test_auto_without_cutler_thresholds_and_says_so_once(runner, tmp_path: Path)
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "--proposer threshold" in warnings[0]
+    assert warnings[0].startswith("ovdiff: warning: ") and "`ovdiff models download paper`" in warnings[0]
     assert a.read_mask(0)[1]["mode"] == "threshold"
+
+
+def test_the_tiny_preset_without_cutler_is_one_plain_note(runner, tmp_path: Path) -> None:
+    a, b = hand_set(tmp_path / "a"), hand_set(tmp_path / "b")
+    result = runner.invoke(main, ["mask", str(a.path), str(b.path), "--models", "tiny"])
+    assert result.exit_code == 0, result.output
+    # nothing to fix (the preset was chosen), so one note for both sets, no warning, no download advice
+    assert result.stderr.splitlines() == ["ovdiff: note: preset 'tiny' has no CutLER, so masks come from "
+                                          "thresholding the attribution maps (as with --proposer threshold)"]
+    assert a.read_mask(0)[1]["mode"] == b.read_mask(0)[1]["mode"] == "threshold"
 
 
 @pytest.mark.parametrize("models, parts", [

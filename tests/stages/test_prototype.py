@@ -150,6 +150,31 @@ def _proto(runner, folder: Path, out: Path, *extra: str, preset: str = "handx"):
                                 "-o", str(out), *extra])
 
 
+def test_fewer_parts_than_asked_are_one_note_for_the_stage(runner, tmp_path: Path, hand_preset) -> None:
+    folders = []
+    for name in ("cat", "dog", "cow"):
+        s = hand_set(tmp_path / name, MASKS)
+        for n in range(len(MASKS)):  # each set's images name its class
+            s.write_image(n, np.full((4, 4, 3), 40 * n, dtype=np.uint8), {"class": name})
+        folders.append(str(s.path))
+    out = tmp_path / "protos"
+    # each set pools 3 distinct fg vectors and 1 bg vector (see the test above): 6 sides below 32 parts
+    result = runner.invoke(main, ["prototype", *folders, "--models", "handx", "-x", "dino", "-o", str(out), "-v"])
+    assert result.exit_code == 0, result.output
+    summary = ("ovdiff: note: 3 prototype files had fewer distinct fg or bg vectors than 32 parts, so fewer parts "
+               "(fewest: 1, cat bg with dino)")
+    # -v: each side as it happens, then the one note at the end of the stage
+    assert [line for line in result.stderr.splitlines() if "distinct" in line] == [
+        *[f"ovdiff: debug: {c} (dino): the {side} pixels hold only {k} distinct vectors, so {k} parts instead of 32"
+          for c in ("cat", "dog", "cow") for side, k in (("fg", 3), ("bg", 1))], summary]
+    assert read_prototypes(out / "dog.dino.safetensors").meta["parts"] == {"fg": 3, "bg": 1}
+    # a rerun sums the reused files the same way; nothing else on stderr
+    result = runner.invoke(main, ["prototype", *folders, "--models", "handx", "-x", "dino", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [f"ovdiff: note: 3 prototype files exist, made the same way from the same "
+                                          f"images and masks; reused (first: {out / 'cat.dino.safetensors'})"]
+
+
 def test_a_mask_edited_in_place_makes_the_file_again(runner, tmp_path: Path, hand_preset) -> None:
     s = hand_set(tmp_path / "cat", MASKS)
     out = tmp_path / "protos"

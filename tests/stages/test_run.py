@@ -27,6 +27,12 @@ def test_run_and_add_a_class(runner, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(DiffusersGenerator, "generate", counting)
     result = runner.invoke(main, ["run", "--vocab", "cat,donut", IMAGE, *ARGS, "-o", str(tmp_path / "w")])
     assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert all(line.startswith(("ovdiff: note: ", "ovdiff: warning: ")) for line in lines), result.stderr
+    # the same one note as `ovdiff mask --models tiny`, nothing more about CutLER
+    assert [line for line in lines if "CutLER" in line] == [
+        "ovdiff: note: preset 'tiny' has no CutLER, so masks come from thresholding the attribution maps "
+        "(as with --proposer threshold)"]
     (label_map,) = result.stdout.split()
     assert read_label_map(label_map).shape == (240, 320)
     assert sorted(set(drawn)) == ["A good picture of a cat", "A good picture of a donut"]
