@@ -68,7 +68,7 @@ def score(paths: tuple[Path, ...], vocab: str | None, dataset: str | None, no_ba
         from ovdiff_cli.stages.score_plot import write_plot
 
         write_plot(plot, report)
-        log.logger.info("note: plot written to %s", plot)
+        log.logger.info("plot written to %s", plot)
     if as_json:
         click.echo(json.dumps(report.to_json()))
         return
