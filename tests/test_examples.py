@@ -1,5 +1,6 @@
-"""The example scripts run as the README's examples table says: `PRESET=tiny N=2 STEPS=2` in
-front, and the arguments the table names."""
+"""The example scripts run as the README's Examples section says: `PRESET=tiny N=2 STEPS=2` in
+front, and the arguments and variables its lines name (VOCAB for slurm_sample.sh, the VOC root
+for evaluate_voc.sh); each in a fresh folder, where it writes."""
 
 from __future__ import annotations
 
@@ -38,8 +39,10 @@ def test_python_api_example(tmp_path: Path) -> None:
     from ovdiff_cli.formats.prototypes import read_bank
     from ovdiff_cli.models import load
 
-    script("python_api.py", tmp_path, str(tmp_path))
-    bank = read_bank(tmp_path / "bank.text.safetensors")
+    out = script("python_api.py", tmp_path, TMPDIR=str(tmp_path))  # its temporary folder inside tmp_path
+    path = Path(out.splitlines()[-1].split(" holds ")[0])
+    assert path.parent.parent == tmp_path and path.name == "bank.text.safetensors"
+    bank = read_bank(path)
     assert bank.vocabulary.names == ["cat", "dog", "sky"]
     assert bank.fg.owner.tolist() == [1, 2, 3]
     expected = load("tiny", "scorer").encode_texts(["a cat", "a dog", "a sky"])
@@ -80,16 +83,13 @@ def test_add_class_example_samples_only_the_new_class(tmp_path: Path) -> None:
 
 @needs_cli
 def test_slurm_example_shards_the_classes(tmp_path: Path) -> None:
-    from ovdiff_cli.formats.vocabulary import builtin
-
-    names = builtin("voc").names  # the script's default vocabulary, in its order
-    assert len(names) == 20
-    script("slurm_sample.sh", tmp_path)
-    assert sorted(p.name for p in (tmp_path / "slurm" / "support").iterdir()) == sorted(names)
-    # as one task of a real array (Slurm sets these): the second of four tasks draws the second five classes
-    script("slurm_sample.sh", tmp_path, WORK="task",
+    vocab = "cat,dog,bird,sky,tree"  # the README's VOCAB for a tiny run
+    script("slurm_sample.sh", tmp_path, VOCAB=vocab)
+    assert sorted(p.name for p in (tmp_path / "slurm" / "support").iterdir()) == ["bird", "cat", "dog", "sky", "tree"]
+    # as one task of a real array (Slurm sets these): the second of four contiguous parts is the second class
+    script("slurm_sample.sh", tmp_path, VOCAB=vocab, WORK="task",
            SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_MIN="0", SLURM_ARRAY_TASK_COUNT="4")
-    assert sorted(p.name for p in (tmp_path / "task" / "support").iterdir()) == sorted(names[5:10])
+    assert [p.name for p in (tmp_path / "task" / "support").iterdir()] == ["dog"]
 
 
 @needs_cli
@@ -117,6 +117,6 @@ def test_evaluate_voc_example(tmp_path: Path) -> None:
 
 
 def test_api_pipeline_example(tmp_path: Path) -> None:
-    lines = script("api_pipeline.py", tmp_path, str(tmp_path / "w")).splitlines()
+    lines = script("api_pipeline.py", tmp_path).splitlines()
     assert lines[0].startswith("cat: foreground ") and lines[-1].startswith("pixels per label: {")
-    assert (tmp_path / "w" / "segmentation" / "table.png").is_file()
+    assert (tmp_path / "api-work" / "segmentation" / "table.png").is_file()
