@@ -1,14 +1,17 @@
 """The stages as a Python API: the same work as the commands, from a script.
 
-    python examples/api_pipeline.py [WORK_FOLDER] [--preset tiny]
+    python examples/api_pipeline.py [WORK_FOLDER]                       # the paper's models (GPU)
+    PRESET=tiny N=2 STEPS=2 python examples/api_pipeline.py [WORK_FOLDER]  # toy models on a CPU
 
-Every stage function takes and returns paths, like its command, so a script can mix them with
-its own code: here, the support masks are inspected between the stages.
+PRESET, N and STEPS are the defaults of --preset, -n and --steps, as in the shell examples. Every
+stage function takes and returns paths, like its command, so a script can mix them with its own
+code: here, the support masks are inspected between the stages.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +33,16 @@ HERE = Path(__file__).parent
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("work", nargs="?", default="api-work", type=Path)
-    parser.add_argument("--preset", default="paper", help="`tiny` runs in seconds on a CPU (toy models)")
+    parser.add_argument("--preset", default=os.environ.get("PRESET", "paper"),
+                        help="`tiny`: toy models with random weights, on the CPU (default: $PRESET or paper)")
+    parser.add_argument("-n", type=int, default=int(os.environ.get("N", SampleSettings().num_images)),
+                        help="support images per class (default: $N or the method's 32)")
+    parser.add_argument("--steps", type=int, default=int(os.environ.get("STEPS", SampleSettings().steps)),
+                        help="denoising steps (default: $STEPS or the method's 30)")
     args = parser.parse_args()
     tiny = args.preset == "tiny"
     vocab = vocabulary.parse("cat,donut with chocolate glaze")
-    settings = SampleSettings(num_images=2, steps=2) if tiny else SampleSettings()
+    settings = SampleSettings(num_images=args.n, steps=args.steps)
 
     folders = sample(vocab.classes, out=args.work / "support", preset=args.preset, settings=settings,
                      device="cpu" if tiny else "cuda", dtype=_dtype(tiny))

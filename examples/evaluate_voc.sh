@@ -2,8 +2,8 @@
 # Evaluating on PASCAL VOC 2012 val: prototypes for its 20 classes, the 1,449 validation images
 # segmented, and the mIoU with background (21 labels).
 #
-#   bash examples/evaluate_voc.sh /data/VOCdevkit            # the paper's models (GPU advised)
-#   PRESET=tiny N=1 STEPS=1 bash examples/evaluate_voc.sh DIR  # toy models: checks the plumbing
+#   bash examples/evaluate_voc.sh /data/VOCdevkit                   # the paper's models (GPU advised)
+#   PRESET=tiny N=2 STEPS=2 bash examples/evaluate_voc.sh VOC_ROOT  # toy models: checks the plumbing
 set -euo pipefail
 VOC=${1:?give the VOC root (the folder holding VOCdevkit, VOCdevkit or VOC2012)}
 PRESET=${PRESET:-paper}

@@ -1,13 +1,15 @@
 """The Python API underneath the commands: vocabularies, model presets and ovdiff's file formats.
 
-    python examples/python_api.py [OUTPUT_FOLDER]
+    python examples/python_api.py [OUTPUT_FOLDER]              # the tiny preset
+    PRESET=paper python examples/python_api.py [OUTPUT_FOLDER]  # OpenAI's CLIP, once downloaded
 
-Builds the tiny preset's CLIP (random weights, no download), embeds a vocabulary's prompts and
+Builds the preset's CLIP (on tiny: random weights, no download), embeds a vocabulary's prompts and
 writes them as a bank file that `ovdiff info` can read back.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +26,7 @@ def main(out: Path) -> None:
     vocab = vocabulary.parse("cat,dog,sky")
     print("classes:", [(c.name, c.prompt, c.kind) for c in vocab.classes])
 
-    preset = get_preset("tiny")
+    preset = get_preset(os.environ.get("PRESET", "tiny"))
     clip = load(preset, "scorer")  # an OpenClip; on `paper` this is OpenAI's ViT-B/16
     texts = clip.encode_texts(["a " + c.prompt for c in vocab.classes])  # [3, E], unit vectors
 

@@ -12,6 +12,8 @@
 # Without Slurm, this script runs the four shards one after the other, as the array would:
 #
 #   PRESET=tiny N=2 STEPS=2 VOCAB=cat,dog,bird,sky,tree bash examples/slurm_sample.sh
+#
+# VOCAB (default: voc, 20 classes) is the vocabulary to draw; five classes keep a tiny run short.
 set -euo pipefail
 PRESET=${PRESET:-paper}
 N=${N:-32}

@@ -1,7 +1,9 @@
-"""Logging and progress bars, both on stderr so that stdout carries data only.
+"""Logging and progress, both on stderr so that stdout carries data only.
 
-Verbosity is a process-wide level: ``-q`` → warnings and errors only, no progress bars;
-default → info; ``-v`` → debug, and tracebacks for expected errors.
+Verbosity is a process-wide level: ``-q`` → warnings and errors only, no progress; default →
+info; ``-v`` → debug, and tracebacks for expected errors. Progress is a tqdm bar on a terminal,
+and plain note lines (``ovdiff: note: sample: cat 3/8 batches (12 s)``) at most every
+:data:`PLAIN_PROGRESS_INTERVAL_S` seconds when stderr is a file or a pipe (Slurm logs, ``2> log``).
 
 Every line says its level: ``ovdiff: note: …`` (info: nothing to do), ``ovdiff: warning: …``
 (something the user can act on, with how), ``ovdiff: error: …`` (cli.py's one-line errors),
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -23,6 +26,14 @@ T = TypeVar("T")
 logger = logging.getLogger("ovdiff")
 
 _state = {"verbosity": 0}
+
+#: Least seconds between two plain progress lines (stderr not a terminal), over all loops of the
+#: process: a line per batch would flood a log when batches take a fraction of a second.
+PLAIN_PROGRESS_INTERVAL_S = 5.0
+#: When the last plain progress line was printed (``time.monotonic``), None before the first loop.
+_plain: dict[str, float | None] = {"last": None}
+_clock = time.monotonic  # a test replaces it to check the rate limit without waiting
+_PLURALS = {"img": "images", "batch": "batches", "it": "items"}
 _warned_once: set[str] = set()
 _noted_once: set[str] = set()
 
@@ -54,6 +65,7 @@ class _LevelFormatter(logging.Formatter):
 def set_verbosity(verbosity: int) -> None:
     """Set the level: negative = quiet, 0 = normal, positive = verbose."""
     _state["verbosity"] = verbosity
+    _plain["last"] = None  # set as a command starts: its plain progress lines count from its first loop
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
     if not logger.handlers:
         handler = _StderrHandler()
@@ -144,9 +156,63 @@ def counted(items: list[Any], one: str, many: str) -> str:
     return (one if len(items) == 1 else many).format(n=len(items), first=items[0], item=items[0])
 
 
-def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
-    """Wrap ``items`` in a tqdm bar on stderr; silent when quiet or stderr is not a terminal."""
-    from tqdm import tqdm
+def loading_models() -> None:
+    """Say ``note: loading models…`` before a command's first slow import (torch and the model
+    libraries take seconds, silent otherwise); nothing once torch is imported, as in a test run."""
+    if _imports_pending():
+        logger.info("loading models…")
 
-    quiet = verbosity() < 0 or not sys.stderr.isatty()
-    yield from tqdm(items, desc=desc, total=total, unit=unit, disable=quiet, file=sys.stderr, leave=False)
+
+def _imports_pending() -> bool:
+    """Whether torch, the first and slowest of the model libraries, is still to be imported."""
+    return "torch" not in sys.modules
+
+
+def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
+    """Yield ``items`` with progress on stderr: a tqdm bar on a terminal, plain rate-limited lines
+    otherwise (see :func:`_plain_progress`); nothing when quiet."""
+    if verbosity() < 0:
+        yield from items
+    elif sys.stderr.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(items, desc=desc, total=total, unit=unit, file=sys.stderr, leave=False)
+    else:
+        yield from _plain_progress(items, desc, total, unit)
+
+
+def _plain_progress(items: Iterable[T], desc: str, total: int | None, unit: str) -> Iterator[T]:
+    """After each item, ``ovdiff: note: <command>: <desc> <done>/<total> <units> (<seconds> s)`` when
+    :data:`PLAIN_PROGRESS_INTERVAL_S` has passed since the last such line (or since the first loop
+    began), so a log shows a class or batch at most every few seconds and a quick run shows nothing."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    start = _clock()
+    if _plain["last"] is None:
+        _plain["last"] = start
+    command = _command_name()
+    # A stage named after its command ("segment" in `ovdiff segment`) needs saying once only.
+    what = "" if command and desc == command.split()[-1] else f"{desc} "
+    units = _PLURALS.get(unit, f"{unit}s")
+    for done, item in enumerate(items, 1):
+        yield item
+        now = _clock()
+        last = _plain["last"]
+        if last is None or now - last >= PLAIN_PROGRESS_INTERVAL_S:
+            _plain["last"] = now
+            of = f"/{total}" if total is not None else ""
+            where = f"{command}: " if command else ""  # a note like any other stderr line (docs/design.md §4)
+            sys.stderr.write(f"ovdiff: note: {where}{what}{done}{of} {units} ({now - start:.0f} s)\n")
+            sys.stderr.flush()
+
+
+def _command_name() -> str:
+    """The running subcommand as typed (``sample``, ``models download``), or '' outside a command."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    names = []
+    while ctx is not None and ctx.parent is not None:  # the root's name is the program's, not a command
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(names))

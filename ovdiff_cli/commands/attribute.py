@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ovdiff_cli import options
+from ovdiff_cli import log, options
 
 
 def _layers(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, ...]:
@@ -42,6 +42,8 @@ def attribute(folders: tuple[str, ...], phrase: str | None, attn_layers: tuple[i
 
     Prints each file written. Needs the recorded attention of `ovdiff sample`, or --renoise.
     """
+    if renoise:  # redraws with Stable Diffusion; without it, attribution reads the recorded attention only
+        log.loading_models()
     from ovdiff_cli.core.settings import AttributeSettings
     from ovdiff_cli.stages.attribute import attribute as run
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ovdiff_cli import options
+from ovdiff_cli import log, options
 
 
 @click.command("classify", short_help="CLIP pre-filter: the classes each image may contain.",
@@ -29,6 +29,7 @@ def classify(images: tuple[str, ...], vocab: str | None, output: str, clip_topk:
     file. Images already in OUTPUT, with the same content, vocabulary and settings, are kept, not
     redone; OUTPUT must be a file `ovdiff classify` wrote (never replaced otherwise).
     """
+    log.loading_models()
     from ovdiff_cli.formats import vocabulary
     from ovdiff_cli.stages.classify import classify as run
     from ovdiff_cli.stages.classify import classify_into

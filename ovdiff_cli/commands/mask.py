@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ovdiff_cli import options
+from ovdiff_cli import log, options
 
 
 @click.command("mask", short_help="Foreground and background masks of support images.",
@@ -41,6 +41,7 @@ def mask(folders: tuple[str, ...], proposer: str, score_threshold: float, fallba
     """
     if fallback_bg > fallback_fg:
         raise click.BadParameter("--fallback-bg must not exceed --fallback-fg", param_hint="--fallback-bg")
+    log.loading_models()
     from ovdiff_cli.core.settings import MaskSettings
     from ovdiff_cli.stages.mask import mask as run
 

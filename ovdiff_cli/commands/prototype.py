@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ovdiff_cli import options
+from ovdiff_cli import log, options
 
 
 @click.command("prototype", short_help="Class, instance and part prototypes per class and extractor.",
@@ -40,6 +40,7 @@ def prototype(folders: tuple[str, ...], extractors: tuple[str, ...], output: str
     and masks (at any --batch-size) and remakes those whose images or masks changed; other
     settings or models are an error unless --overwrite.
     """
+    log.loading_models()
     from ovdiff_cli.core.settings import DEFAULT_EXTRACTORS, PrototypeSettings
     from ovdiff_cli.models.extractor_build import FeatureOptions
     from ovdiff_cli.stages.prototype import prototype as run

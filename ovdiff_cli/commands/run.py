@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ovdiff_cli import options
+from ovdiff_cli import log, options
 
 
 @click.command("run", short_help="Every stage for a vocabulary and a set of images.",
@@ -38,6 +38,7 @@ def run(images: tuple[str, ...], vocab: str | None, output: str, num_images: int
     an error, found before anything is drawn: use another OUTPUT, or redo the one stage with its own
     command and --overwrite.
     """
+    log.loading_models()
     from ovdiff_cli.core.settings import DEFAULT_EXTRACTORS, SampleSettings, SegmentSettings
     from ovdiff_cli.formats import provenance, vocabulary
     from ovdiff_cli.formats.images import open_image

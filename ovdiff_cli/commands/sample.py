@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ovdiff_cli import options
+from ovdiff_cli import log, options
 from ovdiff_cli.core.settings import NEGATIVE_PROMPT, SampleSettings
 
 
@@ -61,7 +61,6 @@ def sample(ctx: click.Context, words: tuple[str, ...], vocab: str | None, output
     """
     from ovdiff_cli.errors import BadInput
     from ovdiff_cli.formats import vocabulary
-    from ovdiff_cli.stages.sample import sample as run
 
     if not words and not vocab:
         raise click.UsageError("give WORDs or --vocab")
@@ -74,6 +73,9 @@ def sample(ctx: click.Context, words: tuple[str, ...], vocab: str | None, output
     entries = list(vocabulary.parse(vocab, overlay).classes) if vocab else []
     entries += list(vocabulary.from_words(list(words), overlay).classes) if words else []
     classes = vocabulary.build("sample", [(c.name, c.prompt, c.kind) for c in entries], overlay=False).classes
+    log.loading_models()
+    from ovdiff_cli.stages.sample import sample as run
+
     dev = options.resolve_device(device)
     settings = SampleSettings(num_images=num_images, batch_size=batch_size, steps=steps, guidance=guidance,
                               template=template, negative_prompt=negative_prompt, seed=seed,
@@ -93,7 +95,6 @@ def _from_images(ctx: click.Context, words: tuple[str, ...], vocab: str | None, 
                  models: str, device: str, dtype: str, overwrite: bool) -> None:
     """``sample CLASS --from-images PHOTO...``: a support set of the user's own images."""
     from ovdiff_cli.formats import vocabulary
-    from ovdiff_cli.stages.sample import from_images
 
     if vocab:
         raise click.UsageError("--from-images builds one class: give CLASS and images, not --vocab")
@@ -106,6 +107,9 @@ def _from_images(ctx: click.Context, words: tuple[str, ...], vocab: str | None, 
         raise click.UsageError(f"{given[0].opts[-1]} shapes drawn images; it has no effect with --from-images")
     vclass = vocabulary.from_words([words[0]], overlay).classes[0]
     photos = [Path(p) for p in options.expand_stdin(words[1:])]
+    log.loading_models()
+    from ovdiff_cli.stages.sample import from_images
+
     dev = options.resolve_device(device)
     click.echo(str(from_images(vclass, photos, out=Path(output), preset=models, device=dev,
                                dtype=options.resolve_dtype(dtype, dev), overwrite=overwrite)))

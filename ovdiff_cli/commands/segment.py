@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ovdiff_cli import options
+from ovdiff_cli import log, options
 
 
 @click.command("segment", short_help="Label maps of images by nearest prototype.",
@@ -58,6 +58,7 @@ def segment(images: tuple[str, ...], banks: tuple[str, ...], candidates: Path | 
     each. A rerun reuses a label map made from the same image content, banks and settings, and
     remakes one whose image changed; other settings are an error (see --overwrite).
     """
+    log.loading_models()
     from ovdiff_cli.core.settings import SegmentSettings
     from ovdiff_cli.stages.segment import SideOutputs
     from ovdiff_cli.stages.segment import segment as run

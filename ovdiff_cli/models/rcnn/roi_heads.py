@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import nms, roi_align
 
 from ovdiff_cli.models.rcnn.boxes import area, clip, decode
 
@@ -54,6 +53,9 @@ def pool(features: list[torch.Tensor], boxes: list[torch.Tensor], size: int) -> 
     Boxes are grouped by level, each group pooled from its level, and the results put back in
     the boxes' order.
     """
+    # Imported here: torchvision.ops pulls in torch._dynamo (~5 s), which only the detector needs.
+    from torchvision.ops import roi_align
+
     rois = torch.cat([F.pad(b, (1, 0), value=float(i)) for i, b in enumerate(boxes)])  # (image, x0, y0, x1, y1)
     levels = box_levels(rois[:, 1:])
     order = torch.argsort(levels, stable=True)
@@ -155,6 +157,8 @@ def keep_detections(boxes: torch.Tensor, probs: torch.Tensor, size: tuple[int, i
     Rows with a non-finite value dropped; boxes clipped; object score above the threshold; NMS
     (one class, so plain NMS); the best ``max_detections`` in score order.
     """
+    from torchvision.ops import nms  # here, not at the top: see pool
+
     scores = probs[:, 0]
     wanted = torch.isfinite(boxes).all(dim=1) & torch.isfinite(probs).all(dim=1) & (scores > settings.score_threshold)
     boxes, scores = clip(boxes[wanted], size), scores[wanted]

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms
 
 from ovdiff_cli.models.rcnn.boxes import cell_anchors, clip, decode, grid_anchors, nonempty
 
@@ -81,6 +80,9 @@ def select_proposals(boxes: list[torch.Tensor], logits: list[torch.Tensor], imag
     Top-k per level on the logits, clipping to the image (height, width), non-finite and
     zero-area boxes dropped, NMS within each level, at most ``post_nms_topk`` kept.
     """
+    # Imported here: torchvision.ops pulls in torch._dynamo (~5 s), which only the detector needs.
+    from torchvision.ops import batched_nms
+
     out = []
     for n, size in enumerate(image_sizes):
         picked_boxes, picked_logits, picked_levels = [], [], []
