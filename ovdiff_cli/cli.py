@@ -93,7 +93,8 @@ def main() -> None:
 
     \b
     sample → attribute → mask → prototype → filter-stuff → classify → segment → score
-    `ovdiff run` does every stage up to segment in one command; `ovdiff score` compares with ground truth.
+    `ovdiff run` does every stage up to segment in one command;
+    `ovdiff score` compares with ground truth.
 
     Each stage reads and writes files (safetensors, PNG, JSON Lines), prints the paths it wrote
     on stdout, and logs to stderr.

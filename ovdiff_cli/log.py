@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -76,11 +78,26 @@ def set_verbosity(verbosity: int) -> None:
 
 
 def begin() -> None:
-    """Start one invocation afresh: the default level, and every once-only message unsaid again."""
+    """Start one invocation afresh: the default level, and every once-only message unsaid again.
+
+    The libraries' own notices are routed too, so every stderr line keeps a level: Python warnings
+    (deprecations and the like, nothing a user of ovdiff can act on) become debug lines, shown
+    with -v; transformers and diffusers, which log through handlers of their own, keep to errors
+    unless the user set their ``*_VERBOSITY`` variables.
+    """
     set_verbosity(0)
     _warned_once.clear()
     _noted_once.clear()
     _stages.clear()
+    warnings.showwarning = _warning_as_debug
+    for variable in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+        os.environ.setdefault(variable, "error")
+
+
+def _warning_as_debug(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: Any = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` for a command: the warning as an ``ovdiff: debug:`` line."""
+    logger.debug("%s: %s (%s:%d)", category.__name__, message, filename, lineno)
 
 
 def verbosity() -> int:
@@ -191,8 +208,10 @@ def _plain_progress(items: Iterable[T], desc: str, total: int | None, unit: str)
     if _plain["last"] is None:
         _plain["last"] = start
     command = _command_name()
-    # A stage named after its command ("segment" in `ovdiff segment`) needs saying once only.
-    what = "" if command and desc == command.split()[-1] else f"{desc} "
+    # A loop named after its stage ("sample cat") drops the stage's word under that stage's own
+    # command (`ovdiff sample`), and keeps it under `ovdiff run`, where several stages take turns.
+    first, _, rest = desc.partition(" ")
+    what = (f"{rest} " if rest else "") if command and first == command.split()[-1] else f"{desc} "
     units = _PLURALS.get(unit, f"{unit}s")
     for done, item in enumerate(items, 1):
         yield item

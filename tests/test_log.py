@@ -93,3 +93,17 @@ def test_few_parts_summed_over_a_stage() -> None:
                                 "(fewest: 3, c0 fg with dino)")
     assert _few_parts([FewParts("cat", "clip", "fg", 25, 32)]) == (
         "cat (clip): the fg pixels hold only 25 distinct vectors, so 25 parts instead of 32")
+
+
+def test_library_warnings_become_debug_lines(capsys) -> None:
+    import warnings
+
+    with warnings.catch_warnings():  # restores warnings.showwarning afterwards
+        warnings.simplefilter("always")
+        log.begin()
+        warnings.warn("a library's deprecation", FutureWarning)
+        assert capsys.readouterr().err == ""  # nothing a user can act on: hidden by default
+        log.set_verbosity(1)
+        warnings.warn("again", FutureWarning)
+        err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("ovdiff: debug: FutureWarning: again (")

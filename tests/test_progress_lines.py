@@ -26,7 +26,8 @@ def test_plain_lines_are_rate_limited_over_the_loops(monkeypatch, capsys) -> Non
             now[0] += 2.0
     # 5 s after the first loop began: item 3 (at 6 s); then 5 s after that: item 6 (at 12 s); the
     # dog's two items end 2 and 4 s after the last line, too soon for another.
-    assert capsys.readouterr().err.splitlines() == ["ovdiff: note: cat 3/6 batches (6 s)", "ovdiff: note: cat 6/6 batches (12 s)"]
+    assert capsys.readouterr().err.splitlines() == ["ovdiff: note: cat 3/6 batches (6 s)",
+                                                    "ovdiff: note: cat 6/6 batches (12 s)"]
 
 
 def test_quiet_prints_no_progress(monkeypatch, capsys) -> None:

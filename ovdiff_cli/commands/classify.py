@@ -29,13 +29,13 @@ def classify(images: tuple[str, ...], vocab: str | None, output: str, clip_topk:
     file. Images already in OUTPUT, with the same content, vocabulary and settings, are kept, not
     redone; OUTPUT must be a file `ovdiff classify` wrote (never replaced otherwise).
     """
+    if not vocab:
+        raise click.UsageError("give --vocab")
     log.loading_models()
     from ovdiff_cli.formats import vocabulary
     from ovdiff_cli.stages.classify import classify as run
     from ovdiff_cli.stages.classify import classify_into
 
-    if not vocab:
-        raise click.UsageError("give --vocab")
     paths = [Path(p) for p in options.expand_stdin(images)]
     dev = options.resolve_device(device)
     net_dtype = options.resolve_dtype(dtype, dev)

@@ -38,7 +38,6 @@ def run(images: tuple[str, ...], vocab: str | None, output: str, num_images: int
     an error, found before anything is drawn: use another OUTPUT, or redo the one stage with its own
     command and --overwrite.
     """
-    log.loading_models()
     from ovdiff_cli.core.settings import DEFAULT_EXTRACTORS, SampleSettings, SegmentSettings
     from ovdiff_cli.formats import provenance, vocabulary
     from ovdiff_cli.formats.images import open_image
@@ -60,6 +59,7 @@ def run(images: tuple[str, ...], vocab: str | None, output: str, num_images: int
     with provenance.within_run():
         check_ahead(vocab_, paths, work=Path(output), preset=models, settings=settings)
 
+    log.loading_models()  # only now: a usage error or a conflict above is one line, said at once
     from ovdiff_cli.stages.run import run as run_all
 
     dev = options.resolve_device(device)

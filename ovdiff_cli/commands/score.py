@@ -36,7 +36,7 @@ def _png_name(_ctx: click.Context, _param: click.Parameter, value: Path | None) 
 def score(paths: tuple[Path, ...], vocab: str | None, dataset: str | None, no_background: bool, strict: bool,
           nan_as_zero: bool, merge: bool, plot: Path | None, as_json: bool, shard: options.Shard) -> None:
     """Score PRED against GT: label maps matched by file stem (folders, or files listing paths;
-    overlays and explain pictures ovdiff wrote are not predictions), intersections and unions
+    overlays, explain pictures and score plots ovdiff wrote are not predictions), intersections and unions
     summed over the whole set, label 255 ignored; a class absent from both is left out of the mean
     IoU ("–"). --vocab must be the vocabulary the predictions record, in its order.
 

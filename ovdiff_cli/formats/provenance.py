@@ -81,6 +81,8 @@ def _foreign_fix(stage: str | None) -> tuple[str, str]:
     overwrite = " (not even with --overwrite)" if stage not in _NO_OVERWRITE else ""
     if stage not in _NO_OUTPUT:
         return overwrite, "choose another -o, or move the file away"
+    if stage == "score":  # score writes only its picture, where --plot says
+        return overwrite, "choose another --plot path, or move the file away"
     return overwrite, "move the file away"
 
 

@@ -108,7 +108,7 @@ def by_renoising(s: SupportSet, attender: ImageAttender, *, models_meta: dict[st
     if _reusable(s, inputs, wanted, overwrite):
         return s.attribution_path
     attn, counts = [], []
-    for start in log.progress(range(0, len(images), batch_size), desc=s.path.name, unit="batch"):
+    for start in log.progress(range(0, len(images), batch_size), desc=f"attribute {s.path.name}", unit="batch"):
         a, c = attender.attend(images[start : start + batch_size], prompt, RENOISE_TIMESTEPS, positions,
                                RENOISE_SEED + start)
         attn.append(a)

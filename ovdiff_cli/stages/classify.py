@@ -174,7 +174,8 @@ def _warn_long_prompts(scorer: Any, prompts: list[str]) -> None:
     if (isinstance(scorer, OpenClip) and prompts
             and token_count(scorer, cf.subset_prompt(prompts)) > CONTEXT_LENGTH):
         log.warn_once("long-subset-prompt", f"the longest subset prompts exceed CLIP's {CONTEXT_LENGTH} tokens "
-                                            "and are cut (their last classes lose weight)")
+                                            "and are cut (their last classes lose weight); a lower --clip-topk "
+                                            "shortens them")
 
 
 def with_earlier(existing: Path | None, records: Sequence[Candidates]) -> list[Candidates]:

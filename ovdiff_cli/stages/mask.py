@@ -20,7 +20,7 @@ import torch
 
 from ovdiff_cli import log
 from ovdiff_cli.core import masks as core
-from ovdiff_cli.core.pictures import overlay
+from ovdiff_cli.core.pictures import overlay as mask_overlay
 from ovdiff_cli.core.settings import MaskSettings
 from ovdiff_cli.errors import BadFile, BadInput, ModelUnavailable
 from ovdiff_cli.formats import provenance
@@ -132,14 +132,14 @@ class FolderMasker:
             found = core.multi_otsu(maps64, self.settings.otsu_bins)
             lo, hi = found if found is not None else self.settings.otsu_fallback
             extra = {"thresholds": [lo, hi], "otsu": found is not None}
-            for i in log.progress(todo, desc=s.path.name, unit="img"):
+            for i in log.progress(todo, desc=f"mask {s.path.name}", unit="img"):
                 a = maps[position[i]]
                 self._write(s, i, a > hi, a < lo, {**wanted(i), "class": name, "mode": THRESHOLD, **extra})
             return
         kept: list[tuple[torch.Tensor, torch.Tensor, int]] = []
         size = int(maps.shape[-1])
         batches = [list(todo[k : k + self.batch_size]) for k in range(0, len(todo), self.batch_size)]
-        for batch in log.progress(batches, desc=s.path.name, unit="batch"):
+        for batch in log.progress(batches, desc=f"mask {s.path.name}", unit="batch"):
             for i, props in zip(batch, self.proposer.propose(load_images(s, batch, size))):
                 if props.masks.shape[-2:] != (size, size):
                     raise ModelUnavailable(self.source, "its output", f"proposer returned masks of "
@@ -174,7 +174,7 @@ class FolderMasker:
             if self._reusable(s.overlay_path(i), MASK_OVERLAY_SCHEMA, {}, inputs):
                 continue
             m = torch.from_numpy(s.read_mask(i)[0])
-            picture = overlay(load_images(s, [i], size)[0], m == FOREGROUND, m == BACKGROUND)
+            picture = mask_overlay(load_images(s, [i], size)[0], m == FOREGROUND, m == BACKGROUND)
             s.write_overlay(i, picture.numpy(), provenance.identity(inputs, {}))
 
 

@@ -187,7 +187,8 @@ class ClassPrototyper:
         pools = {"fg": Pool(self.extractor.dim), "bg": Pool(self.extractor.dim)}
         grid = (0, 0)
         batches = [list(range(k, min(k + self.batch_size, len(indices)))) for k in range(0, len(indices), self.batch_size)]
-        for batch in log.progress(batches, desc=f"{s.path.name} {self.extractor.name}", unit="batch"):
+        for batch in log.progress(batches, desc=f"prototype {s.path.name} {self.extractor.name}",
+                                  unit="batch"):
             feats = self.extractor.features(load_images(s, [indices[k] for k in batch], size))
             if feats.shape[1] != self.extractor.dim:
                 raise ModelUnavailable(self.extractor.name, "its output", f"returned {feats.shape[1]} channels, "

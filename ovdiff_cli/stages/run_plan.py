@@ -90,10 +90,15 @@ def write_class_list(folder: Path, vocab: Vocabulary) -> Path:
     path = folder / CLASS_LIST
     text = class_list(vocab)
     try:
-        same = path.read_text(encoding="utf-8") == text
+        found: str | None = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        found = None
     except (OSError, UnicodeDecodeError):
-        same = False
-    if not same:
+        found = ""
+    if found is not None and not found.startswith("# the classes of vocabulary "):
+        raise BadFile(path, "is not a class list ovdiff wrote, so it is not replaced",
+                      fix="move the file away, or choose another -o for `ovdiff run`")
+    if found != text:
         folder.mkdir(parents=True, exist_ok=True)
         write_text(path, text)
     return path

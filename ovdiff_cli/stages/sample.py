@@ -173,7 +173,7 @@ class ClassSampler:
         n, b = self.settings.num_images, self.settings.batch_size
         n_batches = math.ceil(n / b)
         replaced = 0
-        for k in log.progress(range(n_batches), desc=vclass.name, unit="batch"):
+        for k in log.progress(range(n_batches), desc=f"sample {vclass.name}", unit="batch"):
             idx = list(range(k * b, min(n, (k + 1) * b)))
             noise = torch.randn(self.gen.noise_shape(len(idx)), generator=noise_gen, dtype=torch.float16)
             if all(s.image_path(i).is_file() for i in idx) and s.partial_path(k).is_file():
@@ -321,7 +321,7 @@ def from_images(vclass: VocabClass, photos: Sequence[Path], *, out: Path, preset
                                      complete=lambda: s.image_indices() == list(range(len(photos)))):
             log.repeat(COMPLETE, s.path)
             return s.path
-        pictures = [squash_image(p, size) for p in log.progress(photos, desc=vclass.name, unit="img")]
+        pictures = [squash_image(p, size) for p in log.progress(photos, desc=f"sample {vclass.name}", unit="img")]
         if overwrite:
             s.clear()
         record = provenance.identity({}, settings)

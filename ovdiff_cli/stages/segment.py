@@ -204,10 +204,10 @@ def read_image(path: Path) -> np.ndarray:
     return rgb
 
 
-#: The side files segment writes beside ``<stem>.png`` on request: kind → (suffix, schema).
 REMOVED = log.Repeated(lambda paths: log.counted(
     paths, "{item}: removed, it belonged to the label map made before",
     "{n} side files removed, they belonged to the label maps made before (first: {first})"))
+#: The side files segment writes beside ``<stem>.png`` on request: kind → (suffix, schema).
 SIDE_FILES: dict[str, tuple[str, str]] = {
     "overlay": (".overlay.png", OVERLAY_SCHEMA),
     "scores": (".scores.safetensors", SCORES.id),

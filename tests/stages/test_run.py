@@ -237,3 +237,18 @@ def test_the_class_list_reads_back_as_the_vocabulary(tmp_path: Path) -> None:
     assert lines == ["cat\tcat\tthing", "sky\tsky\tstuff", "tank\tliquid tank\tthing"]
     again = vocabulary.read_file(path)
     assert again.classes == vocab.classes
+
+
+def test_a_class_list_ovdiff_did_not_write_is_never_replaced(tmp_path: Path) -> None:
+    from ovdiff_cli.errors import BadFile
+    from ovdiff_cli.formats.vocabulary import parse
+    from ovdiff_cli.stages.run_plan import write_class_list
+
+    vocab = parse("cat,dog")
+    written = write_class_list(tmp_path, vocab)
+    assert written.read_text().splitlines()[2:] == ["cat\tcat\tthing", "dog\tdog\tthing"]  # name, prompt, kind
+    assert write_class_list(tmp_path, parse("cat,dog,sky")).read_text().count("\n") == 5  # ours: rewritten
+    written.write_text("my notes\n")
+    with pytest.raises(BadFile, match="not a class list ovdiff wrote"):
+        write_class_list(tmp_path, vocab)
+    assert written.read_text() == "my notes\n"

@@ -110,7 +110,7 @@ def test_score_plot_writes_the_png(runner, tmp_path: Path) -> None:
 @pytest.mark.parametrize("where, code, parts", [
     ("plot.jpg", 2, ["plot.jpg", "ending in .png"]),
     ("folder.png", 2, ["folder.png", "is a directory"]),
-    ("photo.png", 1, ["photo.png", "not written by ovdiff", "move the file away"]),
+    ("photo.png", 1, ["photo.png", "not written by ovdiff", "another --plot path", "move the file away"]),
     ("photo.png/plot.png", 1, ["photo.png", "is a file", "another --plot"]),
 ], ids=["not-png", "a-folder", "a-foreign-file", "below-a-file"])
 def test_bad_plot_paths_are_one_line_before_any_work(runner, tmp_path: Path, where: str, code: int,
