@@ -288,4 +288,5 @@ def test_subset_prompts_past_the_context_length_are_warned_about(monkeypatch) ->
     stage._warn_long_prompts(clip, ["cat"] * 24 + ["big cat"])        # 77 tokens: all are read
     assert said == []
     stage._warn_long_prompts(clip, ["cat"] * 24 + ["big fat cat"])    # 78: the encoder cuts one
-    assert said == ["the longest subset prompts exceed CLIP's 77 tokens and are cut (their last classes lose weight)"]
+    assert said == ["the longest subset prompts exceed CLIP's 77 tokens and are cut (their last classes lose weight); "
+                    "a lower --clip-topk shortens them"]
