@@ -36,8 +36,7 @@ PLAIN_PROGRESS_INTERVAL_S = 5.0
 _plain: dict[str, float | None] = {"last": None}
 _clock = time.monotonic  # a test replaces it to check the rate limit without waiting
 _PLURALS = {"img": "images", "batch": "batches", "it": "items"}
-_warned_once: set[str] = set()
-_noted_once: set[str] = set()
+_said_once: set[tuple[int, str]] = set()  # (level, key) of the once-only messages said so far
 
 #: The word each level is printed with, after ``ovdiff:``.
 LEVEL_WORDS = {logging.DEBUG: "debug", logging.INFO: "note", logging.WARNING: "warning", logging.ERROR: "error",
@@ -86,8 +85,7 @@ def begin() -> None:
     unless the user set their ``*_VERBOSITY`` variables.
     """
     set_verbosity(0)
-    _warned_once.clear()
-    _noted_once.clear()
+    _said_once.clear()
     _stages.clear()
     warnings.showwarning = _warning_as_debug
     for variable in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
@@ -105,18 +103,20 @@ def verbosity() -> int:
     return _state["verbosity"]
 
 
+def _once(level: int, key: str, message: str) -> None:
+    if (level, key) not in _said_once:
+        _said_once.add((level, key))
+        logger.log(level, "%s", message)
+
+
 def warn_once(key: str, message: str) -> None:
-    """Log a warning the first time ``key`` is seen in this process (e.g. a fallback in use)."""
-    if key not in _warned_once:
-        _warned_once.add(key)
-        logger.warning("%s", message)
+    """Log a warning the first time ``key`` is seen in this invocation (e.g. a fallback in use)."""
+    _once(logging.WARNING, key, message)
 
 
 def note_once(key: str, message: str) -> None:
-    """Log a note the first time ``key`` is seen in this process."""
-    if key not in _noted_once:
-        _noted_once.add(key)
-        logger.info("%s", message)
+    """Log a note the first time ``key`` is seen in this invocation."""
+    _once(logging.INFO, key, message)
 
 
 class Repeated:

@@ -11,6 +11,11 @@ from ovdiff_cli.formats.header import Schema, TensorSpec
 
 # -- support sets (formats/supportset.py) ------------------------------------------------------------------
 
+#: The PNG files of a support set (their schema id sits in the ``ovdiff`` text chunk).
+IMAGE_SCHEMA = "ovdiff.support-image/1"
+MASK_SCHEMA = "ovdiff.mask/1"
+MASK_OVERLAY_SCHEMA = "ovdiff.mask-overlay/1"
+
 CROSSATTN = Schema("ovdiff.crossattn", 1, "ovdiff sample", {
     # Per image, layer and recorded token: the sum over steps × heads of the clamped maps,
     # upsampled to the G × G grid.

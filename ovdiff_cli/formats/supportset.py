@@ -38,11 +38,8 @@ from ovdiff_cli.formats import tensorfile
 from ovdiff_cli.formats.provenance import check_replaceable
 from ovdiff_cli.formats.images import open_image, png_metadata, to_rgb8, write_rgb_png
 from ovdiff_cli.formats.labelmap import read_label_map, write_label_map
-from ovdiff_cli.formats.schemas import ATTRIBUTION, CROSSATTN, CROSSATTN_PART, PROPOSALS
-
-IMAGE_SCHEMA = "ovdiff.support-image/1"
-MASK_SCHEMA = "ovdiff.mask/1"
-MASK_OVERLAY_SCHEMA = "ovdiff.mask-overlay/1"
+from ovdiff_cli.formats.schemas import (ATTRIBUTION, CROSSATTN, CROSSATTN_PART, IMAGE_SCHEMA, MASK_OVERLAY_SCHEMA,
+                                        MASK_SCHEMA, PROPOSALS)
 
 #: Mask values.
 NEITHER, FOREGROUND, BACKGROUND = 0, 1, 2

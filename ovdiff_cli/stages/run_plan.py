@@ -18,6 +18,10 @@ from ovdiff_cli.core.settings import (DEFAULT_EXTRACTORS, AttributeSettings, Ban
                                       PrototypeSettings, SampleSettings, SegmentSettings)
 from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats import provenance
+from ovdiff_cli.formats.candidates import CANDIDATES_SCHEMA
+from ovdiff_cli.formats.labelmap import LABELMAP_SCHEMA, OVERLAY_SCHEMA
+from ovdiff_cli.formats.schemas import (ATTRIBUTION, BANK, CROSSATTN, CROSSATTN_PART, IMAGE_SCHEMA, MASK_SCHEMA,
+                                        PROTOTYPES)
 from ovdiff_cli.formats.vocabulary import Vocabulary, slugify
 
 
@@ -176,29 +180,29 @@ def check_ahead(vocab: Vocabulary, images: Sequence[Path], *, work: Path, preset
         folder = work / "support" / c.slug
         known = {**sample_known, "class": c.name, "phrase": c.prompt}
         for image in _numbered_pngs(folder / "images"):
-            _check(image, "ovdiff.support-image/1", "sample", known, shown=folder)
+            _check(image, IMAGE_SCHEMA, "sample", known, shown=folder)
         partials = folder / ".crossattn-partial"
         for part in sorted(partials.glob("batch-*.safetensors")) if partials.is_dir() else []:
-            _check(part, "ovdiff.crossattn-part/1", "sample", known, record="params", shown=folder)
-        _check(folder / "crossattn.safetensors", "ovdiff.crossattn/1", "sample", known, shown=folder)
-        _check(folder / "attribution.safetensors", "ovdiff.attribution/1", "attribute", attribute_known)
+            _check(part, CROSSATTN_PART.id, "sample", known, record="params", shown=folder)
+        _check(folder / "crossattn.safetensors", CROSSATTN.id, "sample", known, shown=folder)
+        _check(folder / "attribution.safetensors", ATTRIBUTION.id, "attribute", attribute_known)
         for m in _numbered_pngs(folder / "masks"):
-            _check(m, "ovdiff.mask/1", "mask", mask_known)
+            _check(m, MASK_SCHEMA, "mask", mask_known)
         for ex in extractors:
-            _check(work / "prototypes" / f"{c.slug}.{ex}.safetensors", "ovdiff.prototypes/1", "prototype",
+            _check(work / "prototypes" / f"{c.slug}.{ex}.safetensors", PROTOTYPES.id, "prototype",
                    {"class": c.name, "settings": settings.prototype.to_meta(), "models": {"preset": preset}})
     here = vocabulary_folder(work, vocab)
     stuff = sorted(c.name for c in vocab.classes if c.is_stuff)
     for ex in extractors:
-        _check(here / "banks" / f"bank.{ex}.safetensors", "ovdiff.bank/1", "filter-stuff",
+        _check(here / "banks" / f"bank.{ex}.safetensors", BANK.id, "filter-stuff",
                {"vocabulary": vocab.to_meta(), "stuff": stuff, "settings": settings.bank.to_meta()})
     if settings.prefilter:
-        provenance.check_replaceable(here / "candidates.jsonl", "ovdiff.candidates/1", "classify")
+        provenance.check_replaceable(here / "candidates.jsonl", CANDIDATES_SCHEMA, "classify")
     segment_known = {"vocabulary": vocab.to_meta(), "settings": settings.segment.to_meta(),
                      "prefilter": settings.prefilter, "models": {"extractors": KeysOf(frozenset(extractors))}}
     for image in images:
         out = here / "segmentation" / Path(image).stem
-        _check(out.with_name(out.name + ".png"), "ovdiff.labelmap/1", "segment", segment_known)
+        _check(out.with_name(out.name + ".png"), LABELMAP_SCHEMA, "segment", segment_known)
         if settings.overlay:
-            _check(out.with_name(out.name + ".overlay.png"), "ovdiff.overlay/1", "segment", segment_known)
+            _check(out.with_name(out.name + ".overlay.png"), OVERLAY_SCHEMA, "segment", segment_known)
 
