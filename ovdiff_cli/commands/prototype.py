@@ -29,9 +29,10 @@ from ovdiff_cli import log, options
 @click.option("--mae-variant", type=click.Choice(["b16", "l16"]), default="b16", show_default=True,
               help="MAE checkpoint for -x mae: long-sequence ViT-B/16 (official) or ViT-L/16 (paper v1).")
 @options.model_run(8)
+@options.shard
 def prototype(folders: tuple[str, ...], extractors: tuple[str, ...], output: str, clusters: int, sd_layers: str,
               sd_timestep: int, clip_norm: str, clip_token: bool, mae_variant: str, models: str, device: str,
-              dtype: str, batch_size: int, overwrite: bool) -> None:
+              dtype: str, batch_size: int, overwrite: bool, shard: options.Shard) -> None:
     """Pool each support-set FOLDER's features over its masks into foreground and background
     prototypes: the class mean, one per image, and K k-means parts (`-` reads folders from stdin).
 
@@ -52,5 +53,5 @@ def prototype(folders: tuple[str, ...], extractors: tuple[str, ...], output: str
                               clip_readout="token" if clip_token else "keys", variant=mae_variant)
     for path in run(paths, extractors=extractors or DEFAULT_EXTRACTORS, out=Path(output), preset=models, device=dev,
                     dtype=net_dtype, vit_dtype=vit_dtype, settings=PrototypeSettings(clusters=clusters),
-                    batch_size=batch_size, overwrite=overwrite, features=features):
+                    batch_size=batch_size, overwrite=overwrite, features=features, shard=shard):
         click.echo(str(path))

@@ -31,6 +31,7 @@ from ovdiff_cli.models import registry
 from ovdiff_cli.models.extractor_build import FeatureOptions, build_extractor
 from ovdiff_cli.models.extractors import is_variant_slot
 from ovdiff_cli.models.interfaces import FeatureExtractor
+from ovdiff_cli.shard import Shard
 from ovdiff_cli.stages.support import check_writable, load_images, seed_everything
 
 
@@ -207,8 +208,9 @@ def prototype(folders: Sequence[Path], *, extractors: Sequence[str] = DEFAULT_EX
               out: Path = Path("prototypes"), preset: str = "paper", device: torch.device | str = "cpu",
               dtype: torch.dtype = torch.float32, vit_dtype: torch.dtype | None = None,
               settings: PrototypeSettings = PrototypeSettings(), batch_size: int = 8, overwrite: bool = False,
-              features: FeatureOptions = FeatureOptions()) -> list[Path]:
-    """Write ``out/<slug>.<extractor>.safetensors`` for every support set and extractor; return the files.
+              features: FeatureOptions = FeatureOptions(), shard: Shard = Shard()) -> list[Path]:
+    """Write ``out/<slug>.<extractor>.safetensors`` for every support set of this shard and every
+    extractor; return the files.
 
     ``dtype`` is SD's precision, ``vit_dtype`` (default: the same) the ViTs'; ``features``: how the
     extractors read (SD layers and timestep, CLIP normalisation and read-out, the MAE variant).
@@ -218,7 +220,11 @@ def prototype(folders: Sequence[Path], *, extractors: Sequence[str] = DEFAULT_EX
     unknown = [e for e in extractors if features.slot(e) not in p.slots]
     if unknown:
         raise BadInput(f"preset {p.name!r} has no extractor {unknown[0]!r}", f"choose from {', '.join(offered)}")
-    sets = [SupportSet.open(f) for f in folders]
+    mine = shard.select(list(folders))
+    if not mine:
+        log.logger.info("shard %s has no support sets", shard)
+        return []
+    sets = [SupportSet.open(f) for f in mine]
     inputs = [SetInputs.read(s) for s in sets]  # every folder checked, once, before any model loads
     check_writable(out)
     written = []
