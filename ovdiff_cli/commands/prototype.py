@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ovdiff_cli import log, options
+from ovdiff_cli.core.settings import KMEANS_CHOICES
 
 
 @click.command("prototype", short_help="Class, instance and part prototypes per class and extractor.",
@@ -17,6 +18,9 @@ from ovdiff_cli import log, options
                 file_okay=False)
 @click.option("--clusters", type=click.IntRange(min=1), default=32, show_default=True,
               help="K: k-means parts per side.")
+@click.option("--kmeans", type=click.Choice(KMEANS_CHOICES), default="auto", show_default=True,
+              help="k-means of the parts: torch (on --device) or scikit-learn (on the CPU); auto is torch on a "
+                   "GPU and scikit-learn on the CPU. Recorded in each file.")
 @click.option("--sd-layers", type=click.Choice(["default", "paper-v1"]), default="default", show_default=True,
               help="SD cross-attention layers whose queries are the features: default = first, mid, Up-1, "
                    "Up-2, last (7680-d); paper-v1 drops the mid block (6400-d).")
@@ -30,9 +34,9 @@ from ovdiff_cli import log, options
               help="MAE checkpoint for -x mae: long-sequence ViT-B/16 (official) or ViT-L/16 (paper v1).")
 @options.model_run(8)
 @options.shard
-def prototype(folders: tuple[str, ...], extractors: tuple[str, ...], output: str, clusters: int, sd_layers: str,
-              sd_timestep: int, clip_norm: str, clip_token: bool, mae_variant: str, models: str, device: str,
-              dtype: str, batch_size: int, overwrite: bool, shard: options.Shard) -> None:
+def prototype(folders: tuple[str, ...], extractors: tuple[str, ...], output: str, clusters: int, kmeans: str,
+              sd_layers: str, sd_timestep: int, clip_norm: str, clip_token: bool, mae_variant: str, models: str,
+              device: str, dtype: str, batch_size: int, overwrite: bool, shard: options.Shard) -> None:
     """Pool each support-set FOLDER's features over its masks into foreground and background
     prototypes: the class mean, one per image, and K k-means parts (`-` reads folders from stdin).
 
@@ -52,6 +56,6 @@ def prototype(folders: tuple[str, ...], extractors: tuple[str, ...], output: str
     features = FeatureOptions(sd_layers=sd_layers, sd_timestep=sd_timestep, clip_norm=clip_norm,
                               clip_readout="token" if clip_token else "keys", variant=mae_variant)
     for path in run(paths, extractors=extractors or DEFAULT_EXTRACTORS, out=Path(output), preset=models, device=dev,
-                    dtype=net_dtype, vit_dtype=vit_dtype, settings=PrototypeSettings(clusters=clusters),
+                    dtype=net_dtype, vit_dtype=vit_dtype, settings=PrototypeSettings(clusters=clusters, kmeans=kmeans),
                     batch_size=batch_size, overwrite=overwrite, features=features, shard=shard):
         click.echo(str(path))

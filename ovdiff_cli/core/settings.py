@@ -6,7 +6,7 @@ existing output was made the same way.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 #: The official release's negative prompt (docs/method.md §1).
@@ -90,9 +90,25 @@ class PrototypeSettings:
     kmeans_tol: float = 1e-4      # scikit-learn semantics: relative to the mean feature variance
     kmeans_seed: int = 0
     seed: int = 43                # python/numpy/torch, at start and per class
+    kmeans: str = "auto"          # "torch" or "sklearn"; auto: torch on a GPU, scikit-learn on the CPU
+
+    def resolved(self, device_type: str) -> PrototypeSettings:
+        """These settings with ``kmeans`` decided for a device type (``cpu``, ``cuda``…): ``auto``
+        is the torch k-means on an accelerator and scikit-learn's on the CPU, so CPU results stay
+        what they were before the torch k-means existed (docs/method.md §4.2)."""
+        if self.kmeans != "auto":
+            return self
+        return replace(self, kmeans="sklearn" if device_type == "cpu" else "torch")
 
     def to_meta(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: k-means implementations of `prototype --kmeans` (docs/method.md §4.2).
+KMEANS_CHOICES: tuple[str, ...] = ("auto", "torch", "sklearn")
+
+#: What prototype files written before a setting was recorded were made with: compared as if recorded.
+PROTOTYPE_SETTINGS_BEFORE = {"kmeans": "sklearn"}
 
 
 @dataclass(frozen=True)

@@ -187,14 +187,31 @@ def check_replaceable(path: str | os.PathLike[str], schema: str, stage: str | No
     return meta
 
 
+def with_assumed(old: Mapping[str, Any], assumed: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``old`` (recorded metadata) with ``assumed``'s values where it lacks them, nested alike.
+
+    A setting recorded only since some version (prototype's ``settings.kmeans``) was still made
+    one way before: files written earlier compare as made that way instead of conflicting.
+    """
+    merged = dict(old)
+    for k, v in (assumed or {}).items():
+        if k not in merged:
+            merged[k] = v
+        elif isinstance(v, Mapping) and isinstance(merged[k], Mapping):
+            merged[k] = with_assumed(merged[k], v)
+    return merged
+
+
 def compare(path: str | os.PathLike[str], old: Mapping[str, Any], *, stage: str, inputs: Mapping[str, Any],
-            settings: Mapping[str, Any], overwrite: bool = False) -> bool:
+            settings: Mapping[str, Any], overwrite: bool = False, assumed: Mapping[str, Any] | None = None) -> bool:
     """Rules 3–6 for a file whose recorded metadata is ``old``: True to reuse it, False to make it.
 
-    ``stage`` names the command (e.g. ``segment``) for the fix of a conflict.
+    ``stage`` names the command (e.g. ``segment``) for the fix of a conflict; ``assumed``: what
+    files written before a setting was recorded were made with (:func:`with_assumed`).
     """
     if overwrite:
         return False
+    old = with_assumed(old, assumed)
     differ = [d for k, v in settings.items() for d in _differences(k, as_json(old.get(k)), as_json(v))]
     if differ:
         shown = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
@@ -217,12 +234,12 @@ def _differences(key: str, old: Any, new: Any) -> list[str]:
 
 
 def decide(path: str | os.PathLike[str], schema: str, *, stage: str, inputs: Mapping[str, Any],
-           settings: Mapping[str, Any], overwrite: bool = False) -> bool:
+           settings: Mapping[str, Any], overwrite: bool = False, assumed: Mapping[str, Any] | None = None) -> bool:
     """The whole rule for one output file: True to reuse it, False to make it; raises to refuse."""
     old = check_replaceable(path, schema, stage)
     if old is None:
         return False
-    return compare(path, old, stage=stage, inputs=inputs, settings=settings, overwrite=overwrite)
+    return compare(path, old, stage=stage, inputs=inputs, settings=settings, overwrite=overwrite, assumed=assumed)
 
 
 def identity(inputs: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import torch
 
 from ovdiff_cli import log
 from ovdiff_cli.core.prototypes import Pool, Prototypes, build_side, grid_masks
-from ovdiff_cli.core.settings import DEFAULT_EXTRACTORS, PrototypeSettings
+from ovdiff_cli.core.settings import DEFAULT_EXTRACTORS, PROTOTYPE_SETTINGS_BEFORE, PrototypeSettings
 from ovdiff_cli.errors import BadFile, BadInput, ModelUnavailable
 from ovdiff_cli.formats.atomic import file_sha256
 from ovdiff_cli.formats import provenance
@@ -127,10 +127,15 @@ class SetInputs:
 
 
 class ClassPrototyper:
-    """Prototypes of one support set for one extractor."""
+    """Prototypes of one support set for one extractor.
+
+    ``settings.kmeans`` must be decided (:meth:`PrototypeSettings.resolved`): the file records it.
+    """
 
     def __init__(self, extractor: FeatureExtractor, models_meta: dict[str, Any], settings: PrototypeSettings,
                  batch_size: int, overwrite: bool) -> None:
+        if settings.kmeans == "auto":
+            raise ValueError("ClassPrototyper needs settings.resolved(device type), not kmeans='auto'")
         self.extractor = extractor
         self.models_meta = models_meta
         self.settings = settings
@@ -152,7 +157,7 @@ class ClassPrototyper:
         digests, settings = self.identity(inputs)
         with locked(path):  # a second process waits here, then reuses what the first wrote
             if provenance.decide(path, PROTOTYPES.id, stage="prototype", inputs=digests, settings=settings,
-                                 overwrite=self.overwrite):
+                                 overwrite=self.overwrite, assumed={"settings": PROTOTYPE_SETTINGS_BEFORE}):
                 log.repeat(REUSED, path)
                 return path
             return self._make(s, inputs, path, provenance.identity(digests, settings))
@@ -195,7 +200,9 @@ class ClassPrototyper:
                 raise ModelUnavailable(self.extractor.name, "its output", f"returned {feats.shape[1]} channels, "
                                        f"declared {self.extractor.dim}")
             grid = tuple(feats.shape[-2:])
-            gfg, gbg = grid_masks(fg[batch], *grid), grid_masks(bg[batch], *grid)
+            # pooled where the features are: only the prototypes go back to the CPU (docs/method.md §4.2)
+            gfg = grid_masks(fg[batch], *grid).to(feats.device)
+            gbg = grid_masks(bg[batch], *grid).to(feats.device)
             for j, k in enumerate(batch):
                 if bool(gfg[j].any()):  # an image without foreground on the grid gives neither side
                     pools["fg"].add(indices[k], feats[j], gfg[j])
@@ -212,9 +219,13 @@ def prototype(folders: Sequence[Path], *, extractors: Sequence[str] = DEFAULT_EX
     """Write ``out/<slug>.<extractor>.safetensors`` for every support set of this shard and every
     extractor; return the files.
 
+    ``settings.kmeans`` ``auto`` becomes the torch k-means on an accelerator ``device`` and
+    scikit-learn's on the CPU (docs/method.md §4.2); the file records which ran.
+
     ``dtype`` is SD's precision, ``vit_dtype`` (default: the same) the ViTs'; ``features``: how the
     extractors read (SD layers and timestep, CLIP normalisation and read-out, the MAE variant).
     """
+    settings = settings.resolved(torch.device(device).type)
     p = registry.get_preset(preset)
     offered = sorted(k.split(".", 1)[1] for k in p.slots if k.startswith("extractor.") and not is_variant_slot(k))
     unknown = [e for e in extractors if features.slot(e) not in p.slots]

@@ -18,6 +18,7 @@ looks at every file they would reuse, so a conflict is said before anything is d
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -41,6 +42,7 @@ def run(vocab: Vocabulary, images: Sequence[Path], *, work: Path, preset: str = 
         settings: RunSettings = RunSettings()) -> list[Path]:
     """Every stage in order; returns the label maps."""
     device = torch.device(device)
+    settings = replace(settings, prototype=settings.prototype.resolved(device.type))
     for p in images:  # missing, unreadable, truncated or too large: said now, before hours of sampling
         open_image(p).close()
     here = vocabulary_folder(work, vocab)

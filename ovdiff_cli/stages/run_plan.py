@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ovdiff_cli.core.settings import (DEFAULT_EXTRACTORS, AttributeSettings, BankSettings, MaskSettings,
-                                      PrototypeSettings, SampleSettings, SegmentSettings)
+                                      PROTOTYPE_SETTINGS_BEFORE, PrototypeSettings, SampleSettings,
+                                      SegmentSettings)
 from ovdiff_cli.errors import BadFile
 from ovdiff_cli.formats import provenance
 from ovdiff_cli.formats.candidates import CANDIDATES_SCHEMA
@@ -131,7 +132,7 @@ class KeysOf:
 
 
 def _check(path: Path, schema: str, stage: str, known: dict[str, Any], record: str | None = None,
-           shown: Path | None = None) -> None:
+           shown: Path | None = None, assumed: dict[str, Any] | None = None) -> None:
     """Refuse now what ``stage`` would refuse at ``path``: a file ovdiff may not replace, or one made
     with other settings among ``known`` (under the metadata entry ``record`` when given). ``shown``
     is the path the stage names in its error (a support set's folder)."""
@@ -142,6 +143,7 @@ def _check(path: Path, schema: str, stage: str, known: dict[str, Any], record: s
         old = old.get(record)
         if not isinstance(old, dict):
             return  # the stage itself says what is missing
+    old = provenance.with_assumed(old, assumed)
     differ = [d for k, v in sorted(known.items()) for d in _known_differences(k, old.get(k), v)]
     if differ:
         text = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
@@ -175,6 +177,9 @@ def check_ahead(vocab: Vocabulary, images: Sequence[Path], *, work: Path, preset
     mask_known: dict[str, Any] = {"settings": {k: v for k, v in mask_settings.items() if k != "proposer"}}
     if settings.proposer == "threshold":  # auto's choice depends on whether CutLER's checkpoint is there
         mask_known = {"proposer": "threshold", "settings": {**mask_settings, "proposer": "threshold"}}
+    prototype_known = settings.prototype.to_meta()
+    if prototype_known["kmeans"] == "auto":  # decided by the device, which `run` resolves before this
+        del prototype_known["kmeans"]
     extractors = tuple(dict.fromkeys(settings.extractors))
     for c in vocab.classes:
         folder = work / "support" / c.slug
@@ -190,7 +195,8 @@ def check_ahead(vocab: Vocabulary, images: Sequence[Path], *, work: Path, preset
             _check(m, MASK_SCHEMA, "mask", mask_known)
         for ex in extractors:
             _check(work / "prototypes" / f"{c.slug}.{ex}.safetensors", PROTOTYPES.id, "prototype",
-                   {"class": c.name, "settings": settings.prototype.to_meta(), "models": {"preset": preset}})
+                   {"class": c.name, "settings": prototype_known, "models": {"preset": preset}},
+                   assumed={"settings": PROTOTYPE_SETTINGS_BEFORE})
     here = vocabulary_folder(work, vocab)
     stuff = sorted(c.name for c in vocab.classes if c.is_stuff)
     for ex in extractors:

@@ -170,3 +170,14 @@ def test_candidates_files_are_told_by_the_schema_of_every_record(tmp_path: Path)
     path.write_text('{"image": "a.png", "schema": "mine/1"}\n')
     assert provenance.ovdiff_schema(path) == (None, {})
 
+
+
+def test_assumed_values_fill_only_what_a_file_lacks() -> None:
+    from ovdiff_cli.formats.provenance import with_assumed
+
+    old = {"settings": {"clusters": 32}, "class": "cat"}
+    assumed = {"settings": {"kmeans": "sklearn", "clusters": 8}, "extra": 1}
+    assert with_assumed(old, assumed) == {"settings": {"clusters": 32, "kmeans": "sklearn"}, "class": "cat",
+                                          "extra": 1}
+    assert old == {"settings": {"clusters": 32}, "class": "cat"}  # the recorded metadata is not changed
+    assert with_assumed(old, None) == old

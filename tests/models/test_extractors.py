@@ -169,3 +169,12 @@ def test_sd_features_noise_the_latent_at_t200_with_the_seed_43_draw() -> None:
     a = DDPMScheduler.from_config(sd.scheduler_config).alphas_cumprod[200]
     torch.testing.assert_close(seen["z"], a.sqrt() * z0 + (1 - a).sqrt() * eps, atol=1e-5, rtol=1e-4)
     assert seen["t"].tolist() == [200, 200]
+
+
+@pytest.mark.parametrize("name", ["sd", "dino", "clip", "mae"])
+def test_a_batch_gives_each_images_features_as_it_alone_would(name: str) -> None:
+    ex = as_extractor(name, registry.load("tiny", f"extractor.{name}"))
+    images = torch.rand(3, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    batch = ex.features(images)
+    for i in range(3):
+        torch.testing.assert_close(batch[i:i + 1], ex.features(images[i:i + 1]), atol=1e-5, rtol=0)

@@ -20,11 +20,11 @@ from tests.helpers import HandFeatures, files_of, hold_lock, one_line_error
 META = {"class": "cat", "models": {"preset": "test", "tiny": True, "components": {}}, "inputs": {}}
 
 
-def hand_set(folder: Path, masks: list[np.ndarray]) -> SupportSet:
+def hand_set(folder: Path, masks: list[np.ndarray], name: str = "cat") -> SupportSet:
     """4 × 4 images and masks; a 2 × 2 block of the mask maps to one cell of the 2 × 2 grid."""
     s = SupportSet(folder)
     for n, m in enumerate(masks):
-        s.write_image(n, np.full((4, 4, 3), 40 * n, dtype=np.uint8), {"class": "cat"})
+        s.write_image(n, np.full((4, 4, 3), 40 * n, dtype=np.uint8), {"class": name})
         s.write_mask(n, np.kron(m, np.ones((2, 2))).astype(np.uint8), {"mode": "hand"})
     s.write_attribution(Attribution(torch.zeros(len(masks), 4, 4), torch.zeros(len(masks), 4, 4), META))
     return s
@@ -279,3 +279,71 @@ def test_two_classes_with_one_file_name_never_replace_each_other(runner, masked:
                     "pass --overwrite to replace it, or choose another -o")
     assert (out / "cat.dino.safetensors").read_bytes() == before
     assert read_prototypes(out / "cat.dino.safetensors").class_name == "cat"
+
+
+@pytest.mark.parametrize("choice, ran", [("auto", "sklearn"), ("sklearn", "sklearn"), ("torch", "torch")])
+def test_each_kmeans_makes_the_hand_worked_parts_and_is_recorded(runner, tmp_path: Path, hand_preset, choice: str,
+                                                                 ran: str) -> None:
+    # fg pixels (1, 10), (2, 20) of image 0 and (8, 80) of image 1: two parts, (1.5, 15) and (8, 80)
+    s = hand_set(tmp_path / "cat", MASKS)
+    out = tmp_path / "protos"
+    assert _proto(runner, s.path, out, "--kmeans", choice).exit_code == 0
+    p = read_prototypes(out / "cat.dino.safetensors")
+    assert p.meta["settings"]["kmeans"] == ran  # auto on the CPU is scikit-learn's, as before --kmeans
+    parts = p.fg.part[p.fg.part[:, 0].argsort()]
+    torch.testing.assert_close(parts, torch.tensor([[1.5, 15.0], [8.0, 80.0]]))
+    labels = {tuple(i): int(k) for i, k in zip(p.fg.pooled_index.tolist(), p.fg.pooled_label)}
+    assert labels[(0, 0, 0)] == labels[(0, 0, 1)] != labels[(1, 1, 1)]
+
+
+def test_a_file_from_before_kmeans_was_recorded_counts_as_scikit_learns(runner, tmp_path: Path, hand_preset) -> None:
+    from ovdiff_cli.core.prototypes import Prototypes
+    from ovdiff_cli.formats.prototypes import write_prototypes
+
+    s = hand_set(tmp_path / "cat", MASKS)
+    out = tmp_path / "protos"
+    assert _proto(runner, s.path, out).exit_code == 0
+    path = out / "cat.dino.safetensors"
+    old = read_prototypes(path)
+    meta = {**old.meta, "settings": {k: v for k, v in old.meta["settings"].items() if k != "kmeans"}}
+    write_prototypes(path, Prototypes(old.fg, old.bg, meta))  # as written before the setting existed
+    before = path.read_bytes()
+    result = _proto(runner, s.path, out)  # auto on the CPU: scikit-learn's, which that file was made with
+    assert result.exit_code == 0 and result.stdout.split() == [str(path)] and path.read_bytes() == before
+    line = one_line_error(_proto(runner, s.path, out, "--kmeans", "torch"))
+    assert str(path) in line and "settings.kmeans" in line and "--overwrite" in line
+    assert path.read_bytes() == before
+
+
+def test_prototype_shards_split_the_support_sets(runner, tmp_path: Path, hand_preset) -> None:
+    folders = [hand_set(tmp_path / name, MASKS, name).path for name in ("cat", "dog", "cow")]
+    made = []
+    for k in (1, 2):
+        result = runner.invoke(main, ["prototype", *map(str, folders), "--models", "handx", "-x", "dino",
+                                      "--clusters", "2", "-o", str(tmp_path / "p"), "--shard", f"{k}/2"])
+        assert result.exit_code == 0, result.output
+        made.append([Path(line).name for line in result.stdout.split()])
+    # 3 sets in 2 contiguous parts: [0, 1) and [1, 3)
+    assert made == [["cat.dino.safetensors"], ["dog.dino.safetensors", "cow.dino.safetensors"]]
+
+
+@pytest.mark.gpu
+def test_pooling_and_kmeans_stay_on_the_gpu_and_match_the_cpu() -> None:
+    from ovdiff_cli.core.prototypes import Pool, build_side
+    from ovdiff_cli.core.settings import PrototypeSettings
+
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(4, 64, 16, 16, generator=g)
+    masks = torch.rand(4, 16, 16, generator=g) > 0.5
+    sides = {}
+    for dev in ("cpu", "cuda"):
+        pool = Pool(64)
+        for n in range(4):
+            pool.add(n, feats[n].to(dev), masks[n].to(dev))
+        assert all(t.device.type == dev for t in pool.pixels)
+        sides[dev] = build_side(pool, PrototypeSettings(clusters=4, kmeans="torch"))
+    cpu, gpu = sides["cpu"], sides["cuda"]
+    assert gpu.part.device.type == "cpu" and gpu.pooled_label.device.type == "cpu"
+    torch.testing.assert_close(gpu.class_proto, cpu.class_proto, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gpu.instance, cpu.instance, atol=1e-5, rtol=1e-5)
+    assert torch.equal(gpu.pooled_index, cpu.pooled_index)
