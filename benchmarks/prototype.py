@@ -6,8 +6,8 @@
 
 A synthetic support set (random 512² images; fg a centred disc of ~28 % of the image, bg a
 border band of ~30 %) is written to a temporary folder, then each extractor's stage worker runs on
-it as `ovdiff prototype` would: features in batches, pooling, scikit-learn k-means (K = 32) per
-side. Prints seconds per class split into features and the rest (pooling, k-means, writing),
+it as `ovdiff prototype` would: features in batches, pooling on the device, k-means (K = 32) per
+side (`--kmeans auto`: torch on a GPU, scikit-learn on the CPU, as the stage chooses). Prints seconds per class split into features and the rest (pooling, k-means, writing),
 and peak GPU memory. Weights are random: the hub is unreachable where this runs, and the
 architectures cost the same.
 """
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("-n", "--num-images", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("-x", "--extractor", action="append", choices=["sd", "dino", "clip", "mae"])
+    parser.add_argument("--kmeans", choices=["auto", "torch", "sklearn"], default="auto")
     parser.add_argument("--quick", action="store_true", help="tiny preset at 128² (script check)")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -58,7 +59,8 @@ def main() -> None:
     size = 128 if args.quick else 512
     with tempfile.TemporaryDirectory() as tmp:
         s = synthetic_set(Path(tmp) / "bench", args.num_images, size)
-        print(f"N = {args.num_images}, {size}², batch {args.batch_size}, on "
+        settings = PrototypeSettings(kmeans=args.kmeans).resolved(device.type)
+        print(f"N = {args.num_images}, {size}², batch {args.batch_size}, k-means {settings.kmeans}, on "
               f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}")
         print(f"{'extractor':<9} {'dim':>5} {'features s':>11} {'rest s':>8} {'total s':>8} {'peak GiB':>9}")
         for name in names:
@@ -68,7 +70,7 @@ def main() -> None:
             ex = as_extractor(name, net)
             timed = Timed(ex)
             worker = ClassPrototyper(timed, {"preset": "benchmark", "tiny": True, "components": {}},
-                                     PrototypeSettings(), args.batch_size, overwrite=True)
+                                     settings, args.batch_size, overwrite=True)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
