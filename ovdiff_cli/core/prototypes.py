@@ -166,10 +166,11 @@ def distinct_rows(x: torch.Tensor, enough: int, chunk_rows: int = 16384) -> int:
 def build_side(pool: Pool, settings: PrototypeSettings = PrototypeSettings()) -> Side:
     """Eq. 2 and 3: the class prototype (mean of all pooled pixels), one instance prototype per
     image, K parts; all raw (not normalised), computed where the pool is and returned on the CPU.
-    An empty pool gives an empty side."""
+    An empty pool gives an empty side. The pool's pixels are consumed (moved into one tensor)."""
     if not pool.pixels:
         return Side.empty(pool.dim)
     pixels = torch.cat(pool.pixels)
+    pool.pixels.clear()  # else two copies: 4 GB each for SD's foreground at N = 32, on the GPU
     # the mean of all pixels in float64 from the per-image sums: no float64 copy of every pixel
     class_proto = (torch.stack(pool.sums).sum(dim=0, keepdim=True) / pixels.shape[0]).float()
     part, labels = kmeans(pixels, settings.clusters, settings)
