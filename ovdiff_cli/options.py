@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -228,28 +228,78 @@ def dataset(help_text: str) -> Callable[[F], F]:
     return click.option("--dataset", "dataset", type=click.Choice(list(READERS)), help=help_text)
 
 
-def parse_shard(text: str | None, environ: dict[str, str] | None = None) -> Shard:
-    """Parse ``K/N``; without it, read a Slurm job array's variables; else the whole work (1/1)."""
+def _env_int(env: Mapping[str, str], name: str, *, minimum: int, fix: str) -> int:
+    """The whole number in ``env[name]``, at least ``minimum``; a one-line BadInput naming ``name`` otherwise."""
+    text = env.get(name)
+    if text is None:
+        raise BadInput(f"{name} is not set", fix)
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise BadInput(f"{name}={text!r} is not a whole number", fix) from None
+    if value < minimum:
+        raise BadInput(f"{name}={value} is below {minimum}", fix)
+    return value
+
+
+def _slurm_shard(env: Mapping[str, str]) -> Shard:
+    """The array task's shard: ``TASK_ID - TASK_MIN + 1`` of ``TASK_COUNT`` (or ``TASK_MAX - TASK_MIN + 1``)."""
+    fix = "pass --shard K/N, which overrides the Slurm array's variables"
+    task = _env_int(env, "SLURM_ARRAY_TASK_ID", minimum=0, fix=fix)
+    first = _env_int(env, "SLURM_ARRAY_TASK_MIN", minimum=0, fix=fix) if "SLURM_ARRAY_TASK_MIN" in env else 0
+    if "SLURM_ARRAY_TASK_COUNT" in env:
+        count = _env_int(env, "SLURM_ARRAY_TASK_COUNT", minimum=1, fix=fix)
+    else:
+        count = _env_int(env, "SLURM_ARRAY_TASK_MAX", minimum=first, fix=fix) - first + 1
+    if not first <= task < first + count:
+        raise BadInput(f"SLURM_ARRAY_TASK_ID={task} is outside the array's {count} tasks from {first}", fix)
+    return Shard(task - first + 1, count)
+
+
+def _torchrun_shard(env: Mapping[str, str]) -> Shard:
+    """torchrun's (torch.distributed's) process: ``RANK + 1`` of ``WORLD_SIZE``."""
+    fix = "set RANK (0 … WORLD_SIZE − 1) and WORLD_SIZE together, as torchrun does, or pass --shard K/N"
+    size = _env_int(env, "WORLD_SIZE", minimum=1, fix=fix)
+    rank = _env_int(env, "RANK", minimum=0, fix=fix)
+    if rank >= size:
+        raise BadInput(f"RANK={rank} is not below WORLD_SIZE={size}", fix)
+    return Shard(rank + 1, size)
+
+
+def parse_shard(text: str | None, environ: Mapping[str, str] | None = None) -> Shard:
+    """The shard to do, by precedence (docs/design.md §4):
+
+    1. ``K/N`` given (``--shard``): exactly that; the environment is not read.
+    2. A Slurm job array (``SLURM_ARRAY_TASK_ID`` set) and torchrun (``RANK``/``WORLD_SIZE`` set) together:
+       array task ``a`` of ``A`` (1-based) and process ``RANK`` of ``W`` do shard ``(a − 1)·W + RANK + 1`` of
+       ``A·W``, so every array task splits its part among its processes and all parts cover the work once.
+    3. Only one of them: its shard (task ``a`` of ``A``, or ``RANK + 1`` of ``WORLD_SIZE``).
+    4. Neither: the whole work (1/1).
+
+    A malformed or half-set variable is a one-line BadInput naming it; the chosen source is logged.
+    """
     env = os.environ if environ is None else environ
     if text:
         m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
         if not m:
             raise BadInput(f"--shard {text!r} is not K/N", "write e.g. --shard 2/8 for the second of eight parts")
         return Shard(int(m.group(1)), int(m.group(2)))
-    if "SLURM_ARRAY_TASK_ID" in env:
-        try:
-            task = int(env["SLURM_ARRAY_TASK_ID"])
-            first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
-            if "SLURM_ARRAY_TASK_COUNT" in env:
-                count = int(env["SLURM_ARRAY_TASK_COUNT"])
-            else:
-                count = int(env["SLURM_ARRAY_TASK_MAX"]) - first + 1
-        except (KeyError, ValueError) as e:
-            raise BadInput("the Slurm array variables are incomplete", "pass --shard K/N explicitly") from e
-        shard = Shard(task - first + 1, count)
-        log.logger.info("shard %s from the Slurm array (task %d)", shard, task)
-        return shard
-    return Shard()
+    array = _slurm_shard(env) if "SLURM_ARRAY_TASK_ID" in env else None
+    # Either variable means torchrun: a lone RANK would otherwise silently do the whole work in every process.
+    ranks = _torchrun_shard(env) if "WORLD_SIZE" in env or "RANK" in env else None
+    if array is not None and ranks is not None:
+        shard = Shard((array.index - 1) * ranks.count + ranks.index, array.count * ranks.count)
+        log.logger.info("shard %s from the Slurm array (task %s of %d) and torchrun (RANK %d of WORLD_SIZE %d)",
+                        shard, env["SLURM_ARRAY_TASK_ID"], array.count, ranks.index - 1, ranks.count)
+    elif array is not None:
+        shard = array
+        log.logger.info("shard %s from the Slurm array (task %s)", shard, env["SLURM_ARRAY_TASK_ID"])
+    elif ranks is not None:
+        shard = ranks
+        log.logger.info("shard %s from torchrun (RANK %d of WORLD_SIZE %d)", shard, ranks.index - 1, ranks.count)
+    else:
+        shard = Shard()
+    return shard
 
 
 def _shard_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Shard:
@@ -260,17 +310,34 @@ def _shard_callback(_ctx: click.Context, _param: click.Parameter, value: str | N
 
 
 shard = click.option("--shard", "shard", metavar="K/N", callback=_shard_callback,
-                     help="Do the K-th of N equal parts of the work (1-based); read from a Slurm job "
-                          "array's variables when not given.")
+                     help="Do the K-th of N equal parts of the work (1-based). When not given: from a Slurm "
+                          "job array (SLURM_ARRAY_TASK_ID …) and/or torchrun (RANK, WORLD_SIZE); with both, "
+                          "each array task's part is split among its processes.")
 
 
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` → the first GPU when there is one, else the CPU; ``cuda:N`` must exist."""
+def resolve_device(spec: str, environ: Mapping[str, str] | None = None) -> torch.device:
+    """``auto`` → a GPU when there is one, else the CPU; ``cuda:N`` must exist.
+
+    Under torchrun (``LOCAL_RANK`` set) ``auto`` takes ``cuda:LOCAL_RANK`` modulo the visible GPUs, so
+    that one process per GPU does not pile onto ``cuda:0`` (and a process pinned with
+    ``CUDA_VISIBLE_DEVICES`` to one GPU takes that one); otherwise the first GPU.
+    """
     import torch
 
     spec = spec.strip().lower()
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        env = os.environ if environ is None else environ
+        if "LOCAL_RANK" not in env:
+            return torch.device("cuda")
+        local = _env_int(env, "LOCAL_RANK", minimum=0,
+                         fix="set it to the process's index on this machine (torchrun does), or pass --device cuda:N")
+        count = torch.cuda.device_count()
+        dev = torch.device("cuda", local % count)
+        torch.cuda.set_device(dev)  # also the current device: calls that take none then use this GPU, not cuda:0
+        log.logger.info("device %s from LOCAL_RANK %d (%d GPU%s visible)", dev, local, count, "" if count == 1 else "s")
+        return dev
     if not re.fullmatch(DEVICE_PATTERN, spec):
         raise BadInput(f"--device {spec!r} is not auto, cpu or cuda[:N]")
     dev = torch.device(spec)

@@ -120,3 +120,104 @@ def test_api_pipeline_example(tmp_path: Path) -> None:
     lines = script("api_pipeline.py", tmp_path).splitlines()
     assert lines[0].startswith("cat: foreground ") and lines[-1].startswith("pixels per label: {")
     assert (tmp_path / "api-work" / "segmentation" / "table.png").is_file()
+
+
+@needs_cli
+def test_multi_gpu_example_splits_the_work_between_processes(tmp_path: Path, runner) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from ovdiff_cli.cli import main
+    from ovdiff_cli.formats.labelmap import read_label_map, write_label_map
+    from ovdiff_cli.stages.score import score
+
+    # the README's tiny run: two processes on the CPU, one class each (sky is stuff: filter-stuff has work to
+    # do) and one small test image each (each ovdiff process costs a torch import and a model load)
+    images, gt = tmp_path / "images", tmp_path / "gt"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i, stem in enumerate(["a", "b"]):
+        Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(images / f"{stem}.png")
+        labels = np.zeros((60, 80), np.uint8)
+        labels[10:40, 20:50] = i + 1
+        write_label_map(gt / f"{stem}.png", labels)
+    out = script("multi_gpu.sh", tmp_path, GPUS="2", VOCAB="cat,sky", SHORT_SIDE="64", IMAGES=str(images),
+                 GT=str(gt), CUDA_VISIBLE_DEVICES="")  # no GPU even where there is one: the CPU run is compared
+    work = tmp_path / "multi-gpu"
+
+    def listed(k: int, name: str) -> list[str]:
+        return [Path(p).name for p in (work / f"rank{k}" / name).read_text().splitlines()]
+
+    # each class sampled and prototyped by exactly one process: RANK 0 the first half of the vocabulary
+    assert sorted(p.name for p in (work / "support").iterdir()) == ["cat", "sky"]
+    assert [sorted(listed(k, "prototypes.txt")) for k in (0, 1)] == [
+        ["cat.clip.safetensors", "cat.dino.safetensors", "cat.sd.safetensors"],
+        ["sky.clip.safetensors", "sky.dino.safetensors", "sky.sd.safetensors"]]
+    # each image segmented by one process, into the label map one process makes of both with the same banks
+    assert [listed(k, "label-maps.txt") for k in (0, 1)] == [["a.png"], ["b.png"]]
+    single = runner.invoke(main, ["segment", str(images / "a.png"), str(images / "b.png"), "--bank",
+                                  str(work / "banks"), "--models", "tiny", "--device", "cpu", "--short-side", "64",
+                                  "-o", str(tmp_path / "single")])
+    assert single.exit_code == 0, single.output
+    for stem in ("a", "b"):
+        np.testing.assert_array_equal(read_label_map(work / "segmentation" / f"{stem}.png"),
+                                      read_label_map(tmp_path / "single" / f"{stem}.png"))
+    # the shards' scores, merged, are the score of all the label maps at once
+    parts = [json.loads((work / f"rank{k}" / "score.json").read_text()) for k in (0, 1)]
+    assert [p["images"] for p in parts] == [1, 1]
+    merged, once = json.loads((work / "score.json").read_text()), score(work / "segmentation", gt).to_json()
+    assert merged["images"] == once["images"] == 2 and merged["protocol"]["merged"] == 2
+    for key in ("classes", "intersection", "union", "pred", "label", "confusion", "iou", "mIoU"):
+        assert merged[key] == once[key], key
+    assert "ovdiff score: 2 images" in out and f"mIoU {100 * once['mIoU']:.1f}" in out
+
+
+FAKE_OVDIFF = r"""#!/usr/bin/env bash
+# records each call with the variables multi_gpu.sh sets; passes paths along as the real commands print them
+echo "$1 gpu=${CUDA_VISIBLE_DEVICES-none} rank=${RANK-none} world=${WORLD_SIZE-none} omp=${OMP_NUM_THREADS-none}" \
+  "device=$(echo "$*" | sed -n 's/.*--device \([^ ]*\).*/\1/p')" >> "$CALLS"
+case $1 in
+  sample) if [ "${RANK-}" = "${FAIL_RANK-}" ]; then echo "ovdiff: error: sampling failed" >&2; exit 1; fi
+          echo "support/class$RANK" ;;
+  filter-stuff) cat > /dev/null ;;
+  *) cat ;;
+esac
+"""
+
+
+def test_multi_gpu_example_pins_each_process_to_its_gpu(tmp_path: Path) -> None:
+    # a stand-in `ovdiff` that records its environment: the GPU plumbing, checked without GPUs
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "ovdiff").write_text(FAKE_OVDIFF)
+    (tmp_path / "bin" / "ovdiff").chmod(0o755)
+    path = f"{tmp_path / 'bin'}:{os.environ['PATH']}"
+
+    def calls(**env: str) -> list[str]:
+        (tmp_path / "calls").unlink(missing_ok=True)
+        script("multi_gpu.sh", tmp_path, PATH=path, CALLS=str(tmp_path / "calls"), RANK="9", WORLD_SIZE="10", **env)
+        return sorted((tmp_path / "calls").read_text().splitlines())
+
+    # two visible GPUs (3 and 5): a process on each, RANK/WORLD_SIZE for sample and segment only
+    assert calls(CUDA_VISIBLE_DEVICES="3,5") == sorted(
+        [f"{cmd} gpu={g} rank={r} world={w} omp=none device=auto"
+         for g, r0 in (("3", "0"), ("5", "1")) for cmd, r, w in (
+             ("sample", r0, "2"), ("attribute", "none", "none"), ("mask", "none", "none"),
+             ("prototype", "none", "none"), ("segment", r0, "2"))]
+        + ["filter-stuff gpu=3,5 rank=none world=none omp=none device="])
+    # three processes on those two GPUs: the third shares the first's
+    sampled = [c for c in calls(CUDA_VISIBLE_DEVICES="3,5", GPUS="3") if c.startswith("sample")]
+    assert [c.split(" omp=")[0] for c in sampled] == ["sample gpu=3 rank=0 world=3", "sample gpu=3 rank=2 world=3",
+                                                     "sample gpu=5 rank=1 world=3"]
+    # no GPU: GPUS processes on the CPU, splitting its cores
+    cores = os.cpu_count() or 1
+    omp = max(cores // 2, 1)
+    assert [c for c in calls(CUDA_VISIBLE_DEVICES="", GPUS="2") if c.startswith("segment")] == [
+        f"segment gpu= rank={r} world=2 omp={omp} device=cpu" for r in (0, 1)]
+    # a process that fails stops the script, which names it
+    result = subprocess.run(["bash", str(ROOT / "examples" / "multi_gpu.sh")], capture_output=True, text=True,
+                            cwd=tmp_path, env={**TINY, "PATH": path, "CALLS": str(tmp_path / "calls"),
+                                               "CUDA_VISIBLE_DEVICES": "", "GPUS": "2", "FAIL_RANK": "1"})
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-2:] == [
+        "ovdiff: error: sampling failed",
+        "multi_gpu.sh: prototypes failed in process(es) 1; logs in multi-gpu/rank*/prototypes.log"]

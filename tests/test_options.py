@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -48,6 +50,98 @@ def test_no_shard_means_all_the_work() -> None:
     assert parse_shard(None, environ={}) == Shard(1, 1)
 
 
+@pytest.fixture
+def ovdiff_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> pytest.LogCaptureFixture:
+    """caplog that sees the ovdiff logger's info lines (it does not propagate to the root by default)."""
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("ovdiff"), "propagate", True)
+    caplog.set_level("INFO", logger="ovdiff")
+    return caplog
+
+
+def test_shard_from_torchrun(ovdiff_log) -> None:
+    assert parse_shard(None, environ={"RANK": "2", "WORLD_SIZE": "4", "LOCAL_RANK": "0"}) == Shard(3, 4)
+    assert parse_shard(None, environ={"RANK": "0", "WORLD_SIZE": "1"}) == Shard(1, 1)
+    assert "shard 3/4 from torchrun (RANK 2 of WORLD_SIZE 4)" in ovdiff_log.text
+
+
+def test_slurm_array_and_torchrun_split_each_task_among_its_processes(ovdiff_log) -> None:
+    # an array of 3 tasks (ids 4, 5, 6) with 2 processes each: 6 shards, task id 5 (the 2nd) holds shards 3 and 4
+    slurm = {"SLURM_ARRAY_TASK_MIN": "4", "SLURM_ARRAY_TASK_COUNT": "3"}
+    shards = [parse_shard(None, environ={**slurm, "SLURM_ARRAY_TASK_ID": str(t), "RANK": str(r), "WORLD_SIZE": "2"})
+              for t in (4, 5, 6) for r in (0, 1)]
+    assert shards == [Shard(k, 6) for k in range(1, 7)]
+    assert "shard 6/6 from the Slurm array (task 6 of 3) and torchrun (RANK 1 of WORLD_SIZE 2)" in ovdiff_log.text
+    # every item of the work is done by exactly one (task, process)
+    items = list(range(20))
+    assert sorted(sum((s.select(items) for s in shards), [])) == items
+
+
+def test_explicit_shard_wins_over_torchrun_and_slurm() -> None:
+    env = {"RANK": "1", "WORLD_SIZE": "2", "SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "2"}
+    assert parse_shard("3/5", environ=env) == Shard(3, 5)
+    assert parse_shard("3/5", environ={"RANK": "x"}) == Shard(3, 5)  # not even read
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"RANK": "1"}, "WORLD_SIZE is not set"),
+    ({"WORLD_SIZE": "2"}, "RANK is not set"),
+    ({"RANK": "one", "WORLD_SIZE": "2"}, "RANK='one' is not a whole number"),
+    ({"RANK": "0", "WORLD_SIZE": "0"}, "WORLD_SIZE=0 is below 1"),
+    ({"RANK": "-1", "WORLD_SIZE": "2"}, "RANK=-1 is below 0"),
+    ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK=2 is not below WORLD_SIZE=2"),
+    ({"SLURM_ARRAY_TASK_ID": "3"}, "SLURM_ARRAY_TASK_MAX is not set"),
+    ({"SLURM_ARRAY_TASK_ID": "", "SLURM_ARRAY_TASK_COUNT": "2"}, "SLURM_ARRAY_TASK_ID='' is not a whole number"),
+    ({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "4"},
+     "SLURM_ARRAY_TASK_ID=5 is outside the array's 4 tasks from 1"),
+])
+def test_malformed_shard_variables_are_one_line_errors_naming_them(env, message) -> None:
+    with pytest.raises(BadInput, match=re.escape(message)) as e:
+        parse_shard(None, environ=env)
+    assert "\n" not in str(e.value) and "--shard K/N" in str(e.value)
+
+
+def test_a_bad_shard_variable_is_a_usage_error_of_the_command(runner, monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "4")
+    result = runner.invoke(_probe_command(), [])
+    assert result.exit_code == 2 and "RANK=4 is not below WORLD_SIZE=4" in result.output
+
+
+class _FakeCuda:
+    """torch.cuda as a machine with ``count`` GPUs would answer; records set_device."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+        self.current: torch.device | None = None
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        monkeypatch.setattr(torch.cuda, "set_device", lambda d: setattr(self, "current", torch.device(d)))
+
+
+@pytest.mark.parametrize("local_rank,count,expected", [("0", 4, 0), ("3", 4, 3), ("5", 4, 1), ("1", 1, 0)])
+def test_auto_device_under_torchrun_takes_the_local_ranks_gpu(monkeypatch, ovdiff_log, local_rank, count,
+                                                               expected) -> None:
+    cuda = _FakeCuda(monkeypatch, count)
+    dev = resolve_device("auto", environ={"LOCAL_RANK": local_rank, "RANK": "7", "WORLD_SIZE": "8"})
+    assert dev == torch.device("cuda", expected) and cuda.current == dev
+    assert f"device cuda:{expected} from LOCAL_RANK {local_rank}" in ovdiff_log.text
+
+
+def test_auto_device_without_torchrun_or_gpu(monkeypatch) -> None:
+    cuda = _FakeCuda(monkeypatch, 2)
+    assert resolve_device("auto", environ={}) == torch.device("cuda") and cuda.current is None
+    assert resolve_device("cpu", environ={"LOCAL_RANK": "1"}) == torch.device("cpu")  # only auto reads it
+    _FakeCuda(monkeypatch, 0)
+    assert resolve_device("auto", environ={"LOCAL_RANK": "1"}) == torch.device("cpu")
+
+
+def test_a_malformed_local_rank_is_a_one_line_error(monkeypatch) -> None:
+    _FakeCuda(monkeypatch, 2)
+    with pytest.raises(BadInput, match=r"LOCAL_RANK='a' is not a whole number; .*--device cuda:N"):
+        resolve_device("auto", environ={"LOCAL_RANK": "a"})
+
+
 def test_device_resolution() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
@@ -92,7 +186,8 @@ def _probe_command():
 
 
 def test_shared_options_parse_with_their_defaults(runner, monkeypatch) -> None:
-    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    for name in ("SLURM_ARRAY_TASK_ID", "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
     result = runner.invoke(_probe_command(), [])
     assert result.exit_code == 0
     assert result.stdout.strip() == repr(sorted({
