@@ -15,9 +15,9 @@ The networks are the paper's architectures with random weights (the weights cann
 where this runs, and random ones cost the same time), registered as the preset
 ``paper-random-weights``; CutLER's detector gets the deterministic random weights of
 tests/models/cutler_reference, and where those cannot be made the masks come from thresholding
-(the output says which). ``--quick`` runs the built-in ``tiny`` preset instead, with V = N = M = 2
-and 2 steps. Models are built before the first stage and stay loaded, as within `ovdiff run`;
-their building is reported apart, not in any stage.
+(the output says which). ``--quick`` runs the built-in ``tiny`` preset instead, on one CPU thread,
+with V = N = M = 2 and 2 steps. Models are built before the first stage and stay loaded, as within
+`ovdiff run`; their building is reported apart, not in any stage.
 
 Per stage: its unit (a sampled image, a class, a test image…), seconds in all and per unit, peak
 memory (GPU: ``torch.cuda.max_memory_allocated``, reset before each stage; CPU: the process's
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import resource
@@ -49,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.models.cut
 
 from ovdiff_cli import log, options  # noqa: E402
 from ovdiff_cli.core.settings import SampleSettings  # noqa: E402
-from ovdiff_cli.errors import OvdiffError  # noqa: E402
+from ovdiff_cli.errors import ModelUnavailable, OvdiffError  # noqa: E402
 from ovdiff_cli.formats import tensorfile  # noqa: E402
 from ovdiff_cli.formats.schemas import PROTOTYPES  # noqa: E402
 from ovdiff_cli.formats.supportset import SupportSet  # noqa: E402
@@ -90,10 +91,9 @@ def _cutler_random(device: torch.device, dtype: torch.dtype) -> Any:
 def cutler_available() -> bool:
     """Whether CutLER's random weights can be made here (they come with the repository's tests)."""
     try:
-        from tests.models.cutler_reference.weights import random_state_dict  # noqa: F401
-    except ImportError:
+        return importlib.util.find_spec("tests.models.cutler_reference.weights") is not None
+    except ImportError:  # no tests package on the path
         return False
-    return True
 
 
 def random_paper_preset() -> Preset:
@@ -206,8 +206,6 @@ class Timer:
 def vocabulary(v: int) -> Vocabulary:
     """The first ``v`` classes of VOC (VOC itself for all 20)."""
     voc = builtin("voc")
-    if not 1 <= v <= len(voc):
-        raise SystemExit(f"-V must be 1 … {len(voc)}")
     if v == len(voc):
         return voc
     return build(f"voc-first-{v}", [(c.name, c.prompt, c.kind) for c in voc.classes[:v]])
@@ -251,11 +249,14 @@ def preload(s: Setup) -> float:
     p = registry.get_preset(s.preset)
     wanted = [("generator", s.dtype), ("scorer", s.dtype)]
     wanted += [(f"extractor.{e}", network_dtype(e, s.dtype, s.vit_dtype)) for e in EXTRACTORS]
-    if "proposer.cutler" in p.slots:
-        wanted.append(("proposer.cutler", s.vit_dtype))
     start = time.perf_counter()
     for slot, dtype in wanted:
         registry.load(p, slot, s.device, dtype)
+    if "proposer.cutler" in p.slots:
+        try:
+            registry.load(p, "proposer.cutler", s.device, s.vit_dtype)
+        except ModelUnavailable:
+            pass  # `--models paper` without CutLER's file: the mask stage thresholds instead, and says so
     if s.device.type == "cuda":
         torch.cuda.synchronize(s.device)
     return time.perf_counter() - start
@@ -381,8 +382,8 @@ def bench() -> None:
     s = Setup(args.models or ("tiny" if args.quick else RANDOM_PAPER), device, dtype, vit_dtype,
               args.classes or sizes["V"], args.num_images or sizes["N"], args.test_images or sizes["M"],
               args.steps or sizes["steps"], args.batch_size)
-    if min(s.v, s.n, s.m, s.steps, s.batch_size) < 1:
-        raise SystemExit("-V, -n, -M, --steps and --batch-size must be at least 1")
+    if min(s.v, s.n, s.m, s.steps, s.batch_size) < 1 or s.v > len(builtin("voc")):
+        raise SystemExit("pipeline.py: error: -V must be 1 … 20; -n, -M, --steps and --batch-size at least 1")
     if args.threads or args.quick:
         # --quick: one thread. Toy networks gain nothing from two, and on a busy machine (CI beside
         # other jobs) two spinning threads made the tiny UNet's passes ~20 times slower here.
@@ -390,7 +391,7 @@ def bench() -> None:
     log.set_verbosity(0)  # stage notes on stderr, stdout keeps the table or the JSON
     if s.preset == RANDOM_PAPER:
         registry.register_preset(random_paper_preset(), replace_existing=True)
-        if device.type == "cpu" and not args.quick:
+        if device.type == "cpu" and s.v * s.n + s.m > 8:
             log.logger.warning("the paper's networks on a CPU take minutes per image; see the docstring for a "
                                "spot check (-V 1 -n 1 -M 1 --steps 1)")
     timer = Timer(device)
