@@ -55,7 +55,9 @@ def run(vocab: Vocabulary, images: Sequence[Path], *, work: Path, preset: str = 
         models = {"preset": preset, "device": device, "dtype": dtype}
         folders = sample(vocab.classes, out=work / "support", settings=settings.sample, **models)
         attribute(folders, overwrite=False, batch_size=settings.batch_size)
-        mask(folders, proposer=settings.proposer, settings=settings.mask, batch_size=settings.batch_size, **models)
+        # CutLER in the ViTs' precision, as `ovdiff mask` runs it (float32 under --dtype auto)
+        mask(folders, proposer=settings.proposer, settings=settings.mask, batch_size=settings.batch_size,
+             **{**models, "dtype": vit_dtype if vit_dtype is not None else dtype})
         protos = prototype(folders, extractors=settings.extractors, out=work / "prototypes", vit_dtype=vit_dtype,
                            settings=settings.prototype, batch_size=settings.batch_size, **models)
         write_class_list(here, vocab)
