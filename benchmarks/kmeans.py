@@ -2,6 +2,7 @@
 
     python benchmarks/kmeans.py                      # 37,000 × 7,680, K = 32: sklearn, torch CPU (and CUDA)
     python benchmarks/kmeans.py --threads 1          # the same on one core
+    python benchmarks/kmeans.py --seeds 3            # seeds 0, 1, 2 each, and the mean inertia
     python benchmarks/kmeans.py -p 131072 -x cuda    # torch on CUDA only, the largest pool
     python benchmarks/kmeans.py --quick              # 2,000 × 768, script check
 
@@ -12,7 +13,10 @@ channels from several layers differ in scale and mean; fixed seed 0. scikit-lear
 `ovdiff_cli.core.prototypes.kmeans` calls it (k-means++, one start, Lloyd, tol 1e-4, random state
 0); K' = min(K, distinct rows) is worked out once, beforehand, for all. Prints seconds (torch:
 seeding and Lloyd apart), Lloyd rounds, the inertia (sum of squared distances of the rows to
-their centres, in float64, the same code for all) and its ratio to scikit-learn's.
+their centres, in float64, the same code for all) and its ratio to scikit-learn's with the same
+seed. Both draw the same random numbers, but at this size rounding moves some k-means++ draws to
+other rows, and a different local optimum can differ by a few per cent: compare means over
+``--seeds``.
 """
 
 from __future__ import annotations
@@ -53,12 +57,14 @@ def inertia(x: torch.Tensor, centres: torch.Tensor, labels: torch.Tensor, rows: 
                      for i in range(0, x.shape[0], rows)))
 
 
-def sklearn_kmeans(x: torch.Tensor, k: int, settings: PrototypeSettings) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """scikit-learn's KMeans with the arguments of ovdiff_cli.core.prototypes.kmeans → centres, labels, rounds."""
+def sklearn_kmeans(x: torch.Tensor, k: int, settings: PrototypeSettings,
+                   seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """scikit-learn's KMeans with the arguments of ovdiff_cli.core.prototypes.kmeans (random state
+    ``seed``) → centres, labels, rounds."""
     from sklearn.cluster import KMeans
 
     km = KMeans(n_clusters=k, init="k-means++", n_init=1, max_iter=settings.kmeans_max_iter,
-                tol=settings.kmeans_tol, random_state=settings.kmeans_seed, algorithm="lloyd")
+                tol=settings.kmeans_tol, random_state=seed, algorithm="lloyd")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         labels = km.fit_predict(np.ascontiguousarray(x.numpy(), dtype=np.float32))
@@ -75,6 +81,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="CPU threads for torch and scikit-learn (default: torch's)")
     parser.add_argument("--chunk-rows", type=int, default=16384)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="run each k-means with seeds (random states) 0..N-1 and print the mean inertia: "
+                             "one seed's inertia also depends on which local optimum its draws lead to")
     parser.add_argument("--quick", action="store_true", help="2,000 × 768 (script check)")
     args = parser.parse_args()
     p, d = (2_000, 768) if args.quick else (args.points, args.dim)
@@ -90,34 +99,42 @@ def main() -> None:
     sk_threads = sorted({f"{i['internal_api']} {min(i['num_threads'], args.threads)}" for i in threadpool_info()})
     print(f"P × D = {p:,} × {d:,}, K' = {k}, data made in {made:.1f} s; {os.cpu_count()} cores, load "
           f"{os.getloadavg()[0]:.1f}; torch threads {torch.get_num_threads()}, scikit-learn: {', '.join(sk_threads)}")
-    print(f"{'k-means':<14} {'seed s':>7} {'Lloyd s':>8} {'total s':>8} {'rounds':>6} {'inertia':>14} "
+    print(f"{'k-means':<18} {'seed s':>7} {'Lloyd s':>8} {'total s':>8} {'rounds':>6} {'inertia':>14} "
           f"{'vs sklearn':>10}")
-    reference = None
-    for name in runs:
-        if name == "cuda" and not torch.cuda.is_available():
-            print(f"{'torch cuda':<14} (no CUDA device)")
-            continue
-        if name == "sklearn":
-            with threadpool_limits(args.threads):
-                t0 = time.perf_counter()
-                centres, labels, rounds = sklearn_kmeans(x, k, settings)
-                total = time.perf_counter() - t0
-            split = f"{'-':>7} {'-':>8}"                # scikit-learn does not time its seeding apart
-        else:
-            xd = x.to(name)
-            run = kmeans_torch_run(xd, k, max_iter=settings.kmeans_max_iter, tol=settings.kmeans_tol,
-                                   seed=settings.kmeans_seed, chunk_rows=args.chunk_rows)
-            centres, labels, rounds = run.centres, run.labels, run.n_iter
-            split = f"{run.init_seconds:>7.2f} {run.lloyd_seconds:>8.2f}"
-            total = run.init_seconds + run.lloyd_seconds
-            del xd
-        value = inertia(x, centres.cpu(), labels.cpu())
-        reference = value if name == "sklearn" else reference
-        ratio = f"{value / reference:>10.4f}" if reference else f"{'-':>10}"
-        label = "scikit-learn" if name == "sklearn" else f"torch {name}"
-        print(f"{label:<14} {split} {total:>8.2f} {rounds:>6} {value:>14.6g} {ratio}",
-              flush=True)
-
+    totals: dict[str, list[float]] = {}
+    for seed in range(args.seeds):
+        reference = None
+        for name in runs:
+            if name == "cuda" and not torch.cuda.is_available():
+                print(f"{'torch cuda':<18} (no CUDA device)")
+                continue
+            if name == "sklearn":
+                with threadpool_limits(args.threads):
+                    t0 = time.perf_counter()
+                    centres, labels, rounds = sklearn_kmeans(x, k, settings, seed)
+                    total = time.perf_counter() - t0
+                split = f"{'-':>7} {'-':>8}"            # scikit-learn does not time its seeding apart
+            else:
+                xd = x.to(name)
+                run = kmeans_torch_run(xd, k, max_iter=settings.kmeans_max_iter, tol=settings.kmeans_tol,
+                                       seed=seed, chunk_rows=args.chunk_rows)
+                centres, labels, rounds = run.centres, run.labels, run.n_iter
+                split = f"{run.init_seconds:>7.2f} {run.lloyd_seconds:>8.2f}"
+                total = run.init_seconds + run.lloyd_seconds
+                del xd
+            value = inertia(x, centres.cpu(), labels.cpu())
+            totals.setdefault(name, []).extend([value, total])
+            reference = value if name == "sklearn" else reference
+            ratio = f"{value / reference:>10.4f}" if reference else f"{'-':>10}"
+            label = ("scikit-learn" if name == "sklearn" else f"torch {name}") + (f" s{seed}" if args.seeds > 1 else "")
+            print(f"{label:<18} {split} {total:>8.2f} {rounds:>6} {value:>14.6g} {ratio}", flush=True)
+    if args.seeds > 1:
+        base = float(np.mean(totals["sklearn"][0::2])) if "sklearn" in totals else None
+        for name, values in totals.items():
+            mean = float(np.mean(values[0::2]))
+            ratio = f"{mean / base:>10.4f}" if base else f"{'-':>10}"
+            label = "scikit-learn" if name == "sklearn" else f"torch {name}"
+            print(f"{label + ' mean':<18} {'':>7} {'':>8} {np.mean(values[1::2]):>8.2f} {'':>6} {mean:>14.6g} {ratio}")
 
 if __name__ == "__main__":
     main()

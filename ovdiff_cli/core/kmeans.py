@@ -30,7 +30,7 @@ class KMeansRun:
 
 def kmeans_torch(x: torch.Tensor, k: int, *, max_iter: int = 300, tol: float = 1e-4, seed: int = 0,
                  chunk_rows: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-means of x [P, D] float32 on any device → (centres [k, D] float32, labels [P] int64) on x's device.
+    """k-means of x [P, D] float32 on any device → (centres [k, D] float32, labels [P] int64), on x's device.
 
     Requires 1 <= k <= the number of distinct rows of x (the caller clamps K' = min(K, distinct
     rows), docs/method.md §4.2). Steps, as scikit-learn's Lloyd k-means with one k-means++ start:
@@ -47,8 +47,9 @@ def kmeans_torch(x: torch.Tensor, k: int, *, max_iter: int = 300, tol: float = 1
 
     Squared distances are ||x||² − 2 x·c + ||c||² clamped at 0; ties go to the lower centre.
     Random numbers come from ``numpy.random.RandomState(seed)`` on the CPU, in scikit-learn's
-    order, so every device draws the same sequence and seeding usually picks the rows
-    scikit-learn's ``random_state=seed`` picks; a fixed seed on one device gives identical output. No atomics-based
+    order, so every device draws the same sequence and seeding picks the rows scikit-learn's
+    ``random_state=seed`` picks unless rounding moves a draw across a row boundary (likelier the
+    more rows there are). A fixed seed on one device gives identical output: no atomics-based
     reductions on CUDA (sums per cluster by a one-hot matmul), ``index_add_`` on the CPU.
 
     Memory beyond x: one centred copy of x (P·D floats), per-row vectors (P·(4 + trials) floats),
