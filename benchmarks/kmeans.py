@@ -136,5 +136,6 @@ def main() -> None:
             label = "scikit-learn" if name == "sklearn" else f"torch {name}"
             print(f"{label + ' mean':<18} {'':>7} {'':>8} {np.mean(values[1::2]):>8.2f} {'':>6} {mean:>14.6g} {ratio}")
 
+
 if __name__ == "__main__":
     main()

@@ -315,7 +315,7 @@ def kmeans_used(protos: list[Path]) -> str:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    return f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s))"
 
 
 def report(s: Setup, rows: list[Row], memory_kind: str, load_s: float, ran: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@
 #
 # GPUS sets the number of processes (default: one per visible GPU; on a machine without one,
 # GPUS processes share the CPU). VOCAB (default: voc) is the vocabulary, IMAGES (default:
-# examples/data) the folder of test images (.png/.jpg), GT a folder of ground-truth label maps
+# examples/data) the folder of test images (.png/.jpg/.jpeg), GT a folder of ground-truth label maps
 # named like the images (without it nothing is scored), SHORT_SIDE (default: 448) the size test images
 # are segmented at, WORK (default: multi-gpu) the output folder.
 # Each process's stderr goes to WORK/rankK/*.log; the script stops when any process fails.
@@ -43,12 +43,12 @@ if [ "${#VISIBLE[@]}" -gt 0 ]; then DEVICE=auto; else DEVICE=cpu; fi
 PROCS=${GPUS:-${#VISIBLE[@]}}
 case $PROCS in ''|*[!0-9]*) echo "multi_gpu.sh: GPUS=$PROCS is not a number of processes" >&2; exit 2 ;; esac
 [ "$PROCS" -ge 1 ] || PROCS=1
-# Processes sharing the CPU share its cores (as torchrun does, it sets OMP_NUM_THREADS), rather than
-# each starting a thread per core.
-if [ "$DEVICE" = cpu ]; then
-  CORES=$(nproc)
-  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$((CORES > PROCS ? CORES / PROCS : 1))}
-fi
+# The processes share the CPU's cores (image decoding, k-means on the CPU, or all the work without a
+# GPU), rather than each starting a thread per core (torchrun likewise sets OMP_NUM_THREADS).
+CORES=$(nproc)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$((CORES > PROCS ? CORES / PROCS : 1))}
+# nvidia-smi numbers GPUs in PCI bus order; CUDA numbers them fastest first unless told otherwise
+export CUDA_DEVICE_ORDER=${CUDA_DEVICE_ORDER:-PCI_BUS_ID}
 echo "multi_gpu.sh: $PROCS processes on ${#VISIBLE[@]} GPU(s), --device $DEVICE" >&2
 
 # per_process STEP: run the function STEP once per process K in the background (its GPU pinned, its
@@ -91,6 +91,8 @@ score() {  # process K: its part of the label maps that have a ground truth (cou
 # each process's record of this run, by rank (folders of an earlier run with more processes are not read)
 mine() { local k; for ((k = 0; k < PROCS; k++)); do printf '%s\0' "$WORK/rank$k/$1"; done; }
 
+# an interrupted script stops its processes too, not only itself
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 mkdir -p "$WORK"
 per_process prototypes
 mine prototypes.txt | xargs -0 cat | ovdiff filter-stuff - --vocab "$VOCAB" -o "$WORK/banks" > /dev/null

@@ -197,20 +197,21 @@ def test_multi_gpu_example_pins_each_process_to_its_gpu(tmp_path: Path) -> None:
         script("multi_gpu.sh", tmp_path, PATH=path, CALLS=str(tmp_path / "calls"), RANK="9", WORLD_SIZE="10", **env)
         return sorted((tmp_path / "calls").read_text().splitlines())
 
-    # two visible GPUs (3 and 5): a process on each, RANK/WORLD_SIZE for sample and segment only
+    # two visible GPUs (3 and 5): a process on each, RANK/WORLD_SIZE for sample and segment only; the
+    # processes split the CPU's cores
+    cores = os.cpu_count() or 1
+    omp = max(cores // 2, 1)
     assert calls(CUDA_VISIBLE_DEVICES="3,5") == sorted(
-        [f"{cmd} gpu={g} rank={r} world={w} omp=none device=auto"
+        [f"{cmd} gpu={g} rank={r} world={w} omp={omp} device=auto"
          for g, r0 in (("3", "0"), ("5", "1")) for cmd, r, w in (
              ("sample", r0, "2"), ("attribute", "none", "none"), ("mask", "none", "none"),
              ("prototype", "none", "none"), ("segment", r0, "2"))]
-        + ["filter-stuff gpu=3,5 rank=none world=none omp=none device="])
+        + [f"filter-stuff gpu=3,5 rank=none world=none omp={omp} device="])
     # three processes on those two GPUs: the third shares the first's
     sampled = [c for c in calls(CUDA_VISIBLE_DEVICES="3,5", GPUS="3") if c.startswith("sample")]
     assert [c.split(" omp=")[0] for c in sampled] == ["sample gpu=3 rank=0 world=3", "sample gpu=3 rank=2 world=3",
                                                      "sample gpu=5 rank=1 world=3"]
     # no GPU: GPUS processes on the CPU, splitting its cores
-    cores = os.cpu_count() or 1
-    omp = max(cores // 2, 1)
     assert [c for c in calls(CUDA_VISIBLE_DEVICES="", GPUS="2") if c.startswith("segment")] == [
         f"segment gpu= rank={r} world=2 omp={omp} device=cpu" for r in (0, 1)]
     # a process that fails stops the script, which names it

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ovdiff_cli import log, options
+from ovdiff_cli.core.settings import KMEANS_CHOICES
 
 
 @click.command("run", short_help="Every stage for a vocabulary and a set of images.",
@@ -20,6 +21,9 @@ from ovdiff_cli import log, options
 @options.seed(42)
 @options.extractors("Feature extractor")
 @options.proposer("Mask proposals (see `ovdiff mask`).")
+@click.option("--kmeans", type=click.Choice(KMEANS_CHOICES), default="auto", show_default=True,
+              help="k-means of the prototype parts (see `ovdiff prototype`): auto is torch on a GPU, "
+                   "scikit-learn on the CPU; sklearn reuses a GPU work folder made before --kmeans existed.")
 @options.no_prefilter
 @options.pamr("Refine the scores with PAMR.")
 @options.overlay("Also write a colour overlay per image.")
@@ -29,7 +33,7 @@ from ovdiff_cli import log, options
 @options.batch_size(8)
 @options.verbosity
 def run(images: tuple[str, ...], vocab: str | None, output: str, num_images: int, steps: int, seed: int,
-        extractors: tuple[str, ...], proposer: str, no_prefilter: bool, pamr: bool, overlay: bool, models: str,
+        extractors: tuple[str, ...], proposer: str, kmeans: str, no_prefilter: bool, pamr: bool, overlay: bool, models: str,
         device: str, dtype: str, batch_size: int) -> None:
     """Segment each IMAGE (`-` reads paths from stdin) with the classes of --vocab: sample,
     attribute, mask, prototype, filter-stuff, classify and segment in one go, in the work folder
@@ -38,7 +42,7 @@ def run(images: tuple[str, ...], vocab: str | None, output: str, num_images: int
     an error, found before anything is drawn: use another OUTPUT, or redo the one stage with its own
     command and --overwrite.
     """
-    from ovdiff_cli.core.settings import DEFAULT_EXTRACTORS, SampleSettings, SegmentSettings
+    from ovdiff_cli.core.settings import DEFAULT_EXTRACTORS, PrototypeSettings, SampleSettings, SegmentSettings
     from ovdiff_cli.formats import provenance, vocabulary
     from ovdiff_cli.formats.images import open_image
     from ovdiff_cli.stages.run_plan import RunSettings, check_ahead
@@ -48,6 +52,7 @@ def run(images: tuple[str, ...], vocab: str | None, output: str, num_images: int
     settings = RunSettings(sample=SampleSettings(num_images=num_images, steps=steps, seed=seed,
                                                  batch_size=batch_size),
                            proposer=proposer, extractors=extractors or DEFAULT_EXTRACTORS,
+                           prototype=PrototypeSettings(kmeans=kmeans),
                            segment=SegmentSettings(pamr=pamr), prefilter=not no_prefilter, batch_size=batch_size,
                            overlay=overlay)
     paths = [Path(p) for p in options.expand_stdin(images)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,8 +50,9 @@ def kmeans_torch(x: torch.Tensor, k: int, *, max_iter: int = 300, tol: float = 1
     Random numbers come from ``numpy.random.RandomState(seed)`` on the CPU, in scikit-learn's
     order, so every device draws the same sequence and seeding picks the rows scikit-learn's
     ``random_state=seed`` picks unless rounding moves a draw across a row boundary (likelier the
-    more rows there are). A fixed seed on one device gives identical output: no atomics-based
-    reductions on CUDA (sums per cluster by a one-hot matmul), ``index_add_`` on the CPU.
+    more rows there are). A fixed seed on one device (and one CPU thread count) gives identical
+    output: no floating-point atomic additions on CUDA (sums per cluster by a one-hot matmul),
+    ``index_add_`` on the CPU.
 
     Memory beyond x: one centred copy of x (P·D floats), per-row vectors (P·(4 + trials) floats),
     [chunk_rows, k + trials] distance blocks, gathers of moved rows of at most chunk_rows · (k + 1)
@@ -97,7 +99,7 @@ class _Chunks:
         self.rows = rows
         self.slices = [slice(i, min(i + rows, p)) for i in range(0, p, rows)]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[slice]:
         return iter(self.slices)
 
 

@@ -160,7 +160,7 @@ def distinct_rows(x: torch.Tensor, enough: int, chunk_rows: int = 16384) -> int:
     lower = int(torch.unique(projection).numel())
     if lower >= enough:
         return lower
-    return int(torch.unique(x, dim=0).shape[0])
+    return int(torch.unique(x.cpu(), dim=0).shape[0])  # rare; on the CPU, not beside the features on a GPU
 
 
 def build_side(pool: Pool, settings: PrototypeSettings = PrototypeSettings()) -> Side:

@@ -6,7 +6,9 @@ existing output was made the same way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 #: The official release's negative prompt (docs/method.md §1).
@@ -108,7 +110,7 @@ class PrototypeSettings:
 KMEANS_CHOICES: tuple[str, ...] = ("auto", "torch", "sklearn")
 
 #: What prototype files written before a setting was recorded were made with: compared as if recorded.
-PROTOTYPE_SETTINGS_BEFORE = {"kmeans": "sklearn"}
+PROTOTYPE_SETTINGS_BEFORE: Mapping[str, Any] = MappingProxyType({"kmeans": "sklearn"})
 
 
 @dataclass(frozen=True)

@@ -196,7 +196,7 @@ def with_assumed(old: Mapping[str, Any], assumed: Mapping[str, Any] | None) -> d
     merged = dict(old)
     for k, v in (assumed or {}).items():
         if k not in merged:
-            merged[k] = v
+            merged[k] = with_assumed({}, v) if isinstance(v, Mapping) else v  # plain dicts, as JSON has
         elif isinstance(v, Mapping) and isinstance(merged[k], Mapping):
             merged[k] = with_assumed(merged[k], v)
     return merged

@@ -9,7 +9,7 @@ only the settings known without the models, so it never refuses what a stage wou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,7 @@ class KeysOf:
 
 
 def _check(path: Path, schema: str, stage: str, known: dict[str, Any], record: str | None = None,
-           shown: Path | None = None, assumed: dict[str, Any] | None = None) -> None:
+           shown: Path | None = None, assumed: Mapping[str, Any] | None = None) -> None:
     """Refuse now what ``stage`` would refuse at ``path``: a file ovdiff may not replace, or one made
     with other settings among ``known`` (under the metadata entry ``record`` when given). ``shown``
     is the path the stage names in its error (a support set's folder)."""

@@ -252,3 +252,38 @@ def test_a_class_list_ovdiff_did_not_write_is_never_replaced(tmp_path: Path) -> 
     with pytest.raises(BadFile, match="not a class list ovdiff wrote"):
         write_class_list(tmp_path, vocab)
     assert written.read_text() == "my notes\n"
+
+
+def test_the_look_ahead_takes_prototypes_from_before_kmeans_as_scikit_learns(tmp_path: Path) -> None:
+    """A prototype file without settings.kmeans (written before it was recorded) counts as scikit-learn's:
+    `run --kmeans sklearn` goes on, `--kmeans torch` is refused ahead, `auto` is left to the stage."""
+    from dataclasses import replace
+
+    import torch
+
+    from ovdiff_cli.core.prototypes import Prototypes, Side
+    from ovdiff_cli.core.settings import PrototypeSettings
+    from ovdiff_cli.errors import BadFile
+    from ovdiff_cli.formats import provenance, vocabulary
+    from ovdiff_cli.formats.prototypes import write_prototypes
+    from ovdiff_cli.stages.run_plan import RunSettings, check_ahead
+
+    work = tmp_path / "w"
+    settings = {k: v for k, v in PrototypeSettings().to_meta().items() if k != "kmeans"}
+    path = work / "prototypes" / "cat.sd.safetensors"
+    path.parent.mkdir(parents=True)
+    side = Side(torch.ones(1, 2), torch.ones(1, 2), torch.zeros(1, dtype=torch.long), torch.ones(1, 2),
+                torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+    write_prototypes(path, Prototypes(side, side, {"class": "cat", "extractor": "sd", "settings": settings,
+                                                   "models": {"preset": "tiny"}, "inputs": {}}))
+    vocab = vocabulary.parse("cat,")
+
+    def ahead(kmeans: str) -> None:
+        with provenance.within_run():
+            check_ahead(vocab, [], work=work, preset="tiny",
+                        settings=RunSettings(extractors=("sd",), prototype=replace(PrototypeSettings(), kmeans=kmeans)))
+
+    ahead("sklearn")
+    ahead("auto")
+    with pytest.raises(BadFile, match="other settings.kmeans"):
+        ahead("torch")
