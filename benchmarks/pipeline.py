@@ -301,13 +301,11 @@ def proposer_used(folder: Path) -> str:
 
 
 def kmeans_used(protos: list[Path]) -> str:
-    """The k-means each prototype file records, by extractor ("not recorded" where the files do not say)."""
+    """The k-means each prototype file records (``settings.kmeans``), one word when all agree, else by extractor."""
     seen: dict[str, str] = {}
     for path in protos:
         meta = tensorfile.read(path, PROTOTYPES, load=False).meta
-        settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
-        found = meta.get("kmeans") or settings.get("kmeans")
-        seen.setdefault(str(meta.get("extractor", path.name)), str(found) if found else "not recorded")
+        seen.setdefault(str(meta["extractor"]), str(meta["settings"]["kmeans"]))
     values = set(seen.values())
     return values.pop() if len(values) == 1 else ", ".join(f"{k}: {v}" for k, v in seen.items())
 

@@ -7,8 +7,9 @@
 A synthetic support set (random 512² images; fg a centred disc of ~28 % of the image, bg a
 border band of ~30 %) is written to a temporary folder, then each extractor's stage worker runs on
 it as `ovdiff prototype` would: features in batches, pooling on the device, k-means (K = 32) per
-side (`--kmeans auto`: torch on a GPU, scikit-learn on the CPU, as the stage chooses). Prints seconds per class split into features and the rest (pooling, k-means, writing),
-and peak GPU memory. Weights are random: the hub is unreachable where this runs, and the
+side (`--kmeans auto`: torch on a GPU, scikit-learn on the CPU, as the stage chooses). Prints
+seconds per class split into features and the rest (pooling, k-means, writing), and peak GPU
+memory. Weights are random: the hub is unreachable where this runs, and the
 architectures cost the same.
 """
 

@@ -112,7 +112,8 @@ def _device_callback(_ctx: click.Context, _param: click.Parameter, value: str) -
 
 
 device = click.option("--device", "device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
-                      callback=_device_callback, help="Where to run: auto picks the GPU when there is one (under torchrun, cuda:LOCAL_RANK).")
+                      callback=_device_callback,
+                      help="Where to run: auto picks the GPU when there is one (under torchrun, cuda:LOCAL_RANK).")
 
 dtype = click.option("--dtype", "dtype", default="auto", show_default=True,
                      type=click.Choice(["auto", "float32", "float16", "bfloat16"]),

@@ -25,6 +25,7 @@ def test_pipeline_benchmark_quick() -> None:
     assert (r["preset"], r["V"], r["N"], r["M"], r["steps"]) == ("tiny", 2, 2, 2, 2)
     assert r["device"].startswith("CPU") and r["dtype"] == "float32"
     assert r["proposer"] == "threshold"  # the tiny preset has no CutLER
+    assert r["kmeans"] == "sklearn"  # --kmeans auto on the CPU, read back from every prototype file
     # units by hand from V = N = M = 2: V·N sampled and masked images, V classes, M test images
     expected = [("sample", 4), ("attribute", 2), ("mask", 4), ("prototype", 2), ("filter-stuff", 2),
                 ("classify", 2), ("segment", 2)]

@@ -33,8 +33,8 @@ from ovdiff_cli.core.settings import KMEANS_CHOICES
 @options.batch_size(8)
 @options.verbosity
 def run(images: tuple[str, ...], vocab: str | None, output: str, num_images: int, steps: int, seed: int,
-        extractors: tuple[str, ...], proposer: str, kmeans: str, no_prefilter: bool, pamr: bool, overlay: bool, models: str,
-        device: str, dtype: str, batch_size: int) -> None:
+        extractors: tuple[str, ...], proposer: str, kmeans: str, no_prefilter: bool, pamr: bool, overlay: bool,
+        models: str, device: str, dtype: str, batch_size: int) -> None:
     """Segment each IMAGE (`-` reads paths from stdin) with the classes of --vocab: sample,
     attribute, mask, prototype, filter-stuff, classify and segment in one go, in the work folder
     OUTPUT. Whatever an earlier run left there with the same settings is reused, so adding a class
